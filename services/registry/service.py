@@ -1,0 +1,481 @@
+"""Registry wiring: the ``model.register`` consumer, the signals consumer, and the micro
+endpoints. Domain logic lives in verify.py (artifacts), store.py (KV) and query.py (list/find).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import msgspec
+
+from services.registry import query
+from services.registry.store import RegistryStore
+from services.registry.verify import VerificationError, verify_model
+from shared.artifacts import ArtifactStore, content_name, sha256_file
+from shared.bus import Bus
+from shared.config import Settings
+from shared.contracts import subjects
+from shared.contracts.base import new_id
+from shared.contracts.benchmark import ModelBenchmarked
+from shared.contracts.identity import (
+    ModelRef,
+    format_ref,
+    is_valid_alias,
+    is_valid_name,
+    is_valid_variant,
+    is_valid_version,
+)
+from shared.contracts.registry import (
+    AliasChange,
+    AliasRemoved,
+    AliasSet,
+    FindModels,
+    FoundModels,
+    GetModel,
+    ListModels,
+    ModelList,
+    ModelRecord,
+    ModelRegistered,
+    ModelRejected,
+    ModelView,
+    RegisterModel,
+    RejectionReason,
+    RemoveAlias,
+    Resolve,
+    Resolved,
+    SetAlias,
+    SetTags,
+    TagsSet,
+)
+from shared.contracts.validation import ModelValidated
+from shared.datasets import load_dataset
+from shared.endpoints import Endpoint
+from shared.errors import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactTooLarge,
+    ImportNotAllowed,
+    InferlabError,
+    IntegrityError,
+    InvalidDataset,
+    InvalidReference,
+    UnknownModel,
+)
+from shared.fetch import fetch_to_file, policy_from_settings
+from shared.log import get_logger
+from shared.worker import Delivery, Route, Worker
+
+SERVICE = "registry"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+INBOX_PREFIX = "_INBOX."
+
+
+class Rejection(Exception):
+    def __init__(self, reason: RejectionReason, message: str, sha256: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.sha256 = sha256
+
+
+def _reason_for(exc: InferlabError) -> RejectionReason:
+    if isinstance(exc, ArtifactTooLarge):
+        return RejectionReason.TOO_LARGE
+    if isinstance(exc, IntegrityError):
+        return RejectionReason.SHA256_MISMATCH
+    if isinstance(exc, ArtifactNotFound):
+        return RejectionReason.ARTIFACT_NOT_FOUND
+    if isinstance(exc, ImportNotAllowed):
+        return RejectionReason.INVALID_URI if exc.code == "invalid_uri" else RejectionReason.IMPORT_NOT_ALLOWED
+    if isinstance(exc, InvalidDataset):
+        return RejectionReason.INVALID_DATASET
+    if exc.code == "invalid_uri":
+        return RejectionReason.INVALID_URI
+    return RejectionReason.FETCH_FAILED
+
+
+class RegistryService:
+    name = SERVICE
+    description = "inferlab model registry: get, list, find, resolve, aliases, tags"
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.artifacts = ArtifactStore(bus)
+        self.store = RegistryStore(bus)
+        self.policy = policy_from_settings(settings)
+        self.scratch = settings.home_path / "scratch" / SERVICE
+        self.log = get_logger()
+        self.workers: list[Worker] = []
+
+    async def start(self) -> None:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        await self.artifacts.ensure()
+        await self.store.open()
+        self.workers = [
+            Worker(
+                self.bus,
+                service=SERVICE,
+                stream="MODELS",
+                durable="registry",
+                routes=[Route(subjects.REGISTER, RegisterModel, self.on_register)],
+                concurrency=self.settings.registry_concurrency,
+            ),
+            Worker(
+                self.bus,
+                service=SERVICE,
+                stream="MODELS",
+                durable="registry-signals",
+                routes=[
+                    Route("model.benchmarked.*", ModelBenchmarked, self.on_benchmarked),
+                    Route("model.validated.*", ModelValidated, self.on_validated),
+                ],
+                concurrency=4,
+            ),
+        ]
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+    # --- model.register ----------------------------------------------------------------------
+
+    async def on_register(self, delivery: Delivery[RegisterModel]) -> None:
+        cmd = delivery.message
+        try:
+            outcome: ModelRegistered | ModelRejected = await self.register(cmd)
+        except Rejection as rej:
+            outcome = ModelRejected(
+                event_id=f"rej-{cmd.event_id}",
+                correlation_id=cmd.correlation_id,
+                name=cmd.name,
+                version=cmd.version,
+                variant=cmd.variant,
+                sha256=rej.sha256,
+                artifact_uri=_public_uri(cmd.artifact_uri),
+                reason=rej.reason,
+                message=rej.message,
+            )
+            await self.bus.publish(subjects.rejected(cmd.name), outcome)
+            self.log.info("rejected", ref=f"{cmd.name}@{cmd.version}", reason=rej.reason.value, message=rej.message)
+        await self._reply(cmd, outcome)
+
+    async def _reply(self, cmd: RegisterModel, outcome: msgspec.Struct) -> None:
+        if cmd.reply_to and cmd.reply_to.startswith(INBOX_PREFIX) and " " not in cmd.reply_to:
+            # Only inboxes: a reply_to inside "model.>" would let a client make the registry
+            # publish into the stream under a subject of its choosing.
+            try:
+                await self.bus.publish_core(cmd.reply_to, outcome)
+            except Exception as exc:  # the waiter is gone; the fact is in the stream anyway
+                self.log.warning("reply_failed", error=str(exc))
+
+    async def register(self, cmd: RegisterModel) -> ModelRegistered:
+        self._check_identity(cmd)
+        parent = await self._resolve_parent(cmd.parent) if cmd.parent else None
+        found = await self.store.get(cmd.name, cmd.version, cmd.variant)
+        if found is not None and cmd.sha256:
+            return await self._existing(found[0], found[1], cmd.sha256)
+
+        workdir = self.scratch / (cmd.event_id or new_id())
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            try:
+                fetched = await fetch_to_file(
+                    self.bus,
+                    cmd.artifact_uri,
+                    workdir / "model.onnx",
+                    max_bytes=self.settings.max_artifact_bytes,
+                    policy=self.policy,
+                )
+            except ArtifactError as exc:
+                raise Rejection(_reason_for(exc), exc.message) from None
+            if cmd.sha256 and fetched.sha256 != cmd.sha256:
+                raise Rejection(
+                    RejectionReason.SHA256_MISMATCH,
+                    f"artifact sha256 is {fetched.sha256}, the command says {cmd.sha256}",
+                    fetched.sha256,
+                )
+            found = await self.store.get(cmd.name, cmd.version, cmd.variant)
+            if found is not None:
+                return await self._existing(found[0], found[1], fetched.sha256)
+
+            external_dir = (
+                self.policy.local_path(cmd.artifact_uri).parent if urlparse(cmd.artifact_uri).scheme == "file" else None
+            )
+            try:
+                facts = await asyncio.to_thread(
+                    verify_model, fetched.path, external_data_dir=external_dir, workdir=workdir
+                )
+            except VerificationError as exc:
+                raise Rejection(exc.reason, exc.message, fetched.sha256) from None
+            stored_sha = (
+                fetched.sha256 if facts.path == fetched.path else await asyncio.to_thread(sha256_file, facts.path)
+            )
+            dataset_uri = (
+                await self._store_dataset(cmd.dataset_uri, facts.inputs, workdir, fetched.sha256)
+                if cmd.dataset_uri
+                else None
+            )
+            stored = await self.artifacts.put_file(facts.path, content_name(stored_sha), sha256=stored_sha)
+
+            record = ModelRecord(
+                name=cmd.name,
+                version=cmd.version,
+                variant=cmd.variant,
+                ref=format_ref(cmd.name, cmd.version, cmd.variant),
+                sha256=stored_sha,
+                source_sha256=fetched.sha256 if stored_sha != fetched.sha256 else "",
+                size_bytes=stored.size,
+                artifact_uri=stored.uri,
+                source_uri=_public_uri(cmd.artifact_uri),
+                task=cmd.task,
+                framework=facts.framework,
+                framework_version=facts.framework_version,
+                ir_version=facts.ir_version,
+                opset=facts.opset,
+                inputs=facts.inputs,
+                outputs=facts.outputs,
+                parameter_count=facts.parameter_count,
+                tags=dict(cmd.tags),
+                metadata={**({"onnx_metadata": facts.metadata_props} if facts.metadata_props else {}), **cmd.metadata},
+                dataset_uri=dataset_uri,
+                parent=parent,
+                correlation_id=cmd.correlation_id,
+                registered_event_id=new_id(),
+            )
+            revision = await self.store.create(record)
+            if revision is None:  # another replica registered it meanwhile
+                found = await self.store.get(cmd.name, cmd.version, cmd.variant)
+                assert found is not None
+                return await self._existing(found[0], found[1], fetched.sha256)
+            return await self._announce(record, revision)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    def _check_identity(self, cmd: RegisterModel) -> None:
+        if not is_valid_name(cmd.name):
+            raise Rejection(RejectionReason.INVALID_NAME, f"name {cmd.name!r} must match [a-z0-9][a-z0-9_-]{{0,63}}")
+        if not is_valid_version(cmd.version):
+            raise Rejection(
+                RejectionReason.INVALID_VERSION,
+                f"version {cmd.version!r} must be a semantic version such as 1.2.0 or 1.2.0-rc.1 "
+                "(no +build suffix: '+' introduces the variant)",
+            )
+        if not is_valid_variant(cmd.variant):
+            raise Rejection(
+                RejectionReason.INVALID_VARIANT, f"variant {cmd.variant!r} must match [a-z0-9][a-z0-9_-]{{0,63}}"
+            )
+        if cmd.sha256 is not None and not _SHA256.match(cmd.sha256):
+            raise Rejection(RejectionReason.INVALID_COMMAND, "sha256 must be 64 lowercase hex digits")
+        for key in cmd.tags:
+            if not key or len(key) > 128:
+                raise Rejection(RejectionReason.INVALID_COMMAND, f"tag key {key!r} must be 1 to 128 characters")
+
+    async def _resolve_parent(self, text: str) -> str:
+        try:
+            record = await self.store.resolve(ModelRef.parse(text))
+        except (InvalidReference, UnknownModel, InferlabError) as exc:
+            raise Rejection(RejectionReason.UNKNOWN_PARENT, f"parent {text!r}: {exc}") from None
+        return record.ref
+
+    async def _existing(self, record: ModelRecord, revision: int, sha256: str) -> ModelRegistered:
+        """Same bytes: a no-op answered with the existing record (announced once, also when a
+        crash came between storing and announcing). Other bytes: ``version_exists``."""
+        if sha256 not in (record.sha256, record.source_sha256):
+            raise Rejection(
+                RejectionReason.VERSION_EXISTS,
+                f"{record.ref} is already registered with sha256 {record.sha256}; "
+                "a version is immutable: register a new version",
+                sha256,
+            )
+        if not record.announced:
+            return await self._announce(record, revision)
+        return self._registered_event(record)
+
+    def _registered_event(self, record: ModelRecord) -> ModelRegistered:
+        return ModelRegistered(
+            event_id=record.registered_event_id,
+            correlation_id=record.correlation_id,
+            name=record.name,
+            version=record.version,
+            variant=record.variant,
+            sha256=record.sha256,
+            record=record,
+        )
+
+    async def _announce(self, record: ModelRecord, revision: int) -> ModelRegistered:
+        event = self._registered_event(record)
+        await self.bus.publish(subjects.registered(record.name), event)
+        record.announced = True
+        if await self.store.update(record, revision) is None:
+            # Someone else updated (tags) or announced concurrently; the event id dedupes.
+            await self.store.modify(record.name, record.version, record.variant, _mark_announced)
+        self.log.info("registered", ref=record.ref, sha256=record.sha256, size_bytes=record.size_bytes)
+        return event
+
+    async def _store_dataset(self, uri: str, inputs: list, workdir: Path, model_sha: str) -> str:
+        try:
+            fetched = await fetch_to_file(
+                self.bus, uri, workdir / "dataset.npz", max_bytes=self.settings.max_dataset_bytes, policy=self.policy
+            )
+            await asyncio.to_thread(load_dataset, fetched.path, inputs)
+        except (ArtifactError, InvalidDataset) as exc:
+            raise Rejection(
+                RejectionReason.INVALID_DATASET, f"dataset {_public_uri(uri)}: {exc.message}", model_sha
+            ) from None
+        stored = await self.artifacts.put_file(
+            fetched.path, content_name(fetched.sha256, "datasets"), sha256=fetched.sha256
+        )
+        return stored.uri
+
+    # --- signals from other services ------------------------------------------------------
+
+    async def on_benchmarked(self, delivery: Delivery[ModelBenchmarked]) -> None:
+        event = delivery.message
+        if not event.results:
+            return
+        reference = min(event.results, key=lambda r: (r.batch_size * r.concurrency, r.intra_op_threads))
+        await self.store.merge_signals(
+            event.name,
+            event.version,
+            event.variant,
+            {
+                "p50_ms": reference.latency.p50_ms,
+                "p99_ms": reference.latency.p99_ms,
+                "throughput_ips": max(r.throughput_ips for r in event.results),
+                "peak_memory_bytes": max(r.peak_memory_bytes for r in event.results),
+                "benchmarked_at": event.occurred_at,
+            },
+        )
+
+    async def on_validated(self, delivery: Delivery[ModelValidated]) -> None:
+        event = delivery.message
+        await self.store.merge_signals(
+            event.name,
+            event.version,
+            event.variant,
+            {"accuracy": event.accuracy, "ready": event.ready, "validated_at": event.occurred_at},
+        )
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint("get", subjects.REGISTRY_GET, GetModel, self.ep_get, "one model by reference"),
+            Endpoint("list", subjects.REGISTRY_LIST, ListModels, self.ep_list, "models matching filters"),
+            Endpoint("find", subjects.REGISTRY_FIND, FindModels, self.ep_find, "models meeting requirements, ranked"),
+            Endpoint("resolve", subjects.REGISTRY_RESOLVE, Resolve, self.ep_resolve, "a reference to its artifact"),
+            Endpoint("alias-set", subjects.REGISTRY_ALIAS_SET, SetAlias, self.ep_alias_set, "create or move an alias"),
+            Endpoint(
+                "alias-remove", subjects.REGISTRY_ALIAS_REMOVE, RemoveAlias, self.ep_alias_remove, "remove an alias"
+            ),
+            Endpoint("tags-set", subjects.REGISTRY_TAGS_SET, SetTags, self.ep_tags_set, "set or remove tags"),
+        ]
+
+    async def _view(self, record: ModelRecord) -> ModelView:
+        key = (record.name, record.version, record.variant)
+        return ModelView(
+            record=record,
+            aliases=self.store.index.aliases_of(record.name, record.version),
+            signals=self.store.index.signals.get(key),
+        )
+
+    async def ep_get(self, req: GetModel) -> ModelView:
+        return await self._view(await self.store.resolve(ModelRef.parse(req.ref)))
+
+    async def ep_list(self, req: ListModels) -> ModelList:
+        views, total = query.list_models(self.store.index, req)
+        return ModelList(models=views, total=total)
+
+    async def ep_find(self, req: FindModels) -> FoundModels:
+        return FoundModels(results=query.find_models(self.store.index, req))
+
+    async def ep_resolve(self, req: Resolve) -> Resolved:
+        record = await self.store.resolve(ModelRef.parse(req.ref))
+        return Resolved(
+            ref=record.ref,
+            name=record.name,
+            version=record.version,
+            variant=record.variant,
+            sha256=record.sha256,
+            artifact_uri=record.artifact_uri,
+            size_bytes=record.size_bytes,
+        )
+
+    async def ep_alias_set(self, req: SetAlias) -> AliasChange:
+        if not is_valid_alias(req.alias):
+            raise InvalidReference(
+                req.alias, "alias must match [a-z][a-z0-9_-]{0,63} (it must not look like a version)"
+            )
+        record = await self.store.resolve(ModelRef(name=req.name, version=req.version))
+        previous = await self.store.set_alias(req.name, req.alias, record.version)
+        if previous != record.version:
+            await self.bus.publish(
+                subjects.alias_set(req.name),
+                AliasSet(
+                    event_id=new_id(),
+                    correlation_id=req.correlation_id,
+                    name=req.name,
+                    alias=req.alias,
+                    version=record.version,
+                    previous=previous,
+                ),
+            )
+        self.log.info("alias_set", name=req.name, alias=req.alias, version=record.version, previous=previous)
+        return AliasChange(name=req.name, alias=req.alias, version=record.version, previous=previous)
+
+    async def ep_alias_remove(self, req: RemoveAlias) -> AliasChange:
+        version = await self.store.remove_alias(req.name, req.alias)
+        await self.bus.publish(
+            subjects.alias_removed(req.name),
+            AliasRemoved(
+                event_id=new_id(), correlation_id=req.correlation_id, name=req.name, alias=req.alias, version=version
+            ),
+        )
+        return AliasChange(name=req.name, alias=req.alias, version=None, previous=version)
+
+    async def ep_tags_set(self, req: SetTags) -> ModelView:
+        ref = ModelRef.parse(req.ref)
+        record = await self.store.resolve(ref)
+        for key in req.tags:
+            if not key or len(key) > 128:
+                raise InferlabError(f"tag key {key!r} must be 1 to 128 characters", code="invalid_tag")
+
+        def change(r: ModelRecord) -> None:
+            r.tags.update(req.tags)
+            for key in req.remove:
+                r.tags.pop(key, None)
+
+        updated = await self.store.modify(record.name, record.version, record.variant, change)
+        await self.bus.publish(
+            subjects.tags_set(record.name),
+            TagsSet(
+                event_id=new_id(),
+                correlation_id=req.correlation_id,
+                name=record.name,
+                version=record.version,
+                variant=record.variant,
+                tags=updated.tags,
+                removed=list(req.remove),
+            ),
+        )
+        return await self._view(updated)
+
+
+def _mark_announced(record: ModelRecord) -> None:
+    record.announced = True
+
+
+def _public_uri(uri: str) -> str:
+    """Strip user info and query strings (possible credentials) before a URI is recorded or
+    sent in an event."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        host = parsed.hostname or ""
+        if parsed.port:
+            host += f":{parsed.port}"
+        return f"{parsed.scheme}://{host}{parsed.path}"
+    return uri

@@ -1,0 +1,161 @@
+"""Verifying an ONNX artifact and reading its metadata. Pure: a path in, facts or a precise
+``VerificationError`` out; no NATS.
+
+Order of checks, each with its own rejection reason: parse (``not_onnx``), external data
+confined to the model folder and present (``external_data_escape`` / ``external_data_missing``),
+``onnx.checker`` full check, whose structural half fails as ``invalid_model`` and whose strict
+shape-inference half fails as ``shape_inference_failed``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import onnx
+import onnx.checker
+import onnx.shape_inference
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+from shared.contracts.registry import RejectionReason, TensorSpec
+from shared.onnxmeta import graph_inputs, graph_outputs, opsets, parameter_count
+
+# onnx cannot serialise a ModelProto over 2 GiB; bigger models must keep external data.
+PROTOBUF_LIMIT = (2 << 30) - 1
+
+
+class VerificationError(Exception):
+    def __init__(self, reason: RejectionReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the registry records about a verified model."""
+
+    path: Path  # the self-contained file to store (may differ from the input: see below)
+    framework: str | None
+    framework_version: str | None
+    ir_version: int
+    opset: dict[str, int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameter_count: int
+    doc_string: str
+    metadata_props: dict[str, str]
+
+
+def external_locations(model: onnx.ModelProto) -> list[str]:
+    return sorted({ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)})
+
+
+def check_external_paths(locations: list[str], base_dir: Path | None) -> None:
+    """Every external-data location must be a relative path that stays inside the model's
+    folder, also after resolving symlinks; and, when we have the folder, must exist."""
+    for location in locations:
+        pure = PurePosixPath(location.replace("\\", "/"))
+        if (
+            not location
+            or pure.is_absolute()
+            or ".." in pure.parts
+            or (len(location) > 1 and location[1] == ":")  # C:\ style
+            or "\x00" in location
+        ):
+            raise VerificationError(
+                RejectionReason.EXTERNAL_DATA_ESCAPE,
+                f"external data location {location!r} escapes the model folder",
+            )
+        if base_dir is None:
+            continue
+        target = (base_dir / pure).resolve(strict=False)
+        if not target.is_relative_to(base_dir.resolve()):
+            raise VerificationError(
+                RejectionReason.EXTERNAL_DATA_ESCAPE,
+                f"external data location {location!r} resolves outside the model folder",
+            )
+        if not target.is_file():
+            raise VerificationError(
+                RejectionReason.EXTERNAL_DATA_MISSING, f"external data file {location!r} is missing"
+            )
+    if locations and base_dir is None:
+        raise VerificationError(
+            RejectionReason.EXTERNAL_DATA_MISSING,
+            f"the model keeps weights in external files {locations} that a single uploaded artifact "
+            "cannot carry; import it with file:// from its folder, or save it with the weights inside",
+        )
+
+
+def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: Path | None = None) -> ModelFacts:
+    """Verify the ONNX file at ``path``. ``external_data_dir`` is the folder external data may
+    be read from (only for ``file://`` imports). A model with external data is made
+    self-contained (weights inlined, written under ``workdir``) so that one blob is stored."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise VerificationError(RejectionReason.NOT_ONNX, f"not an ONNX model: {_first_line(exc)}") from None
+    if not model.HasField("graph") or model.ir_version <= 0:
+        # protobuf parses many byte strings as an empty message: demand a graph and a version
+        raise VerificationError(RejectionReason.NOT_ONNX, "not an ONNX model: no graph or IR version in the file")
+
+    locations = external_locations(model)
+    stored_path = path
+    if locations:
+        check_external_paths(locations, external_data_dir)
+        assert external_data_dir is not None
+        total = sum((external_data_dir / loc).stat().st_size for loc in locations) + path.stat().st_size
+        if total > PROTOBUF_LIMIT:
+            raise VerificationError(
+                RejectionReason.TOO_LARGE,
+                f"model with external data totals {total} bytes; inlining is limited to 2 GiB",
+            )
+        onnx.load_external_data_for_model(model, str(external_data_dir))
+        stored_path = (workdir or path.parent) / (path.stem + ".inlined.onnx")
+        onnx.save_model(model, str(stored_path), save_as_external_data=False)
+
+    try:
+        # full_check = structural checks + strict shape inference; the exception type tells
+        # which half failed.
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise VerificationError(
+            RejectionReason.SHAPE_INFERENCE_FAILED, f"shape inference: {_first_line(exc)}"
+        ) from None
+    except (onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
+        raise VerificationError(RejectionReason.INVALID_MODEL, f"onnx.checker: {_first_line(exc)}") from None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # already passed the strict pass; shapes are a nicety here
+        inferred = model
+
+    outputs = graph_outputs(model)
+    inferred_outputs = {s.name: s for s in graph_outputs(inferred)}
+    outputs = [inferred_outputs.get(o.name, o) if not o.shape and inferred_outputs.get(o.name) else o for o in outputs]
+    return ModelFacts(
+        path=stored_path,
+        framework=model.producer_name or None,
+        framework_version=model.producer_version or None,
+        ir_version=int(model.ir_version),
+        opset=opsets(model),
+        inputs=graph_inputs(model),
+        outputs=outputs,
+        parameter_count=parameter_count(model),
+        doc_string=model.doc_string[:2000],
+        metadata_props={p.key: p.value[:2000] for p in model.metadata_props},
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    head = lines[0] if lines else text
+    if len(lines) > 1 and len(head) < 40:  # onnx often puts the message on the second line
+        head = f"{head} {lines[1].strip()}"
+    return head[:500]
+
+
+def file_size(path: Path) -> int:
+    return os.stat(path).st_size

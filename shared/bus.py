@@ -1,0 +1,353 @@
+"""The thin typed wrapper over nats-py that every service and client uses.
+
+- ``Bus.connect``: one connection with unlimited reconnects and typed publish/request helpers.
+- ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER).
+- ``Bus.publish``: JetStream publish of a Struct with ``Nats-Msg-Id`` = ``event_id`` (dedupe),
+  awaiting the PubAck, retried while the server is reconnecting.
+- ``Worker`` (shared/worker.py) runs the durable consumer loop on top of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from shared.config import Settings
+from shared.contracts import subjects
+from shared.contracts.base import Message, decode, encode
+from shared.contracts.registry import ErrorReply
+from shared.errors import (
+    InferlabError,
+    InvalidDataset,
+    InvalidReference,
+    NotFound,
+    RequestFailed,
+    ServiceUnavailable,
+    UnknownAlias,
+    UnknownModel,
+)
+from shared.log import get_logger
+
+T = TypeVar("T")
+R = TypeVar("R", bound=msgspec.Struct)
+
+ERROR_CODE_HEADER = "Inferlab-Error-Code"
+CORRELATION_HEADER = "Inferlab-Correlation-Id"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+# Error codes a request/reply endpoint may send back, mapped to the exception a client raises.
+_ERRORS_BY_CODE: dict[str, type[InferlabError]] = {
+    UnknownModel.code: UnknownModel,
+    UnknownAlias.code: UnknownAlias,
+    NotFound.code: NotFound,
+    InvalidReference.code: InvalidReference,
+    InvalidDataset.code: InvalidDataset,
+}
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float = 0.0
+    max_bytes: int = -1
+
+
+def stream_specs(settings: Settings) -> tuple[StreamSpec, ...]:
+    day = 86_400.0
+    return (
+        StreamSpec("MODELS", (subjects.MODELS_SPACE,), max_age_s=settings.models_max_age_days * day),
+        StreamSpec("ALERTS", (subjects.ALERTS_SPACE,), max_age_s=settings.alerts_max_age_days * day),
+        StreamSpec(
+            "TELEMETRY",
+            (subjects.TELEMETRY_SPACE,),
+            max_age_s=settings.telemetry_max_age_hours * 3600.0,
+            max_bytes=settings.telemetry_max_bytes,
+        ),
+        StreamSpec("DEADLETTER", (subjects.DEADLETTER_SPACE,), max_age_s=90 * day),
+    )
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not (settings.nats_tls_ca or settings.nats_tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=settings.nats_tls_ca)
+    if settings.nats_tls_cert:
+        context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
+    return context
+
+
+def connect_options(settings: Settings, *, name: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "servers": [s.strip() for s in settings.nats_url.split(",") if s.strip()],
+        "name": name,
+        "connect_timeout": settings.connect_timeout_s,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password
+    if settings.nats_token:
+        options["token"] = settings.nats_token
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    tls = _tls_context(settings)
+    if tls is not None:
+        options["tls"] = tls
+    return options
+
+
+class Bus:
+    """One NATS connection plus its JetStream context."""
+
+    def __init__(self, nc: NatsClient, settings: Settings, *, name: str) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10.0)
+        self.settings = settings
+        self.name = name
+        self.log = get_logger(component="bus")
+
+    @classmethod
+    async def connect(cls, settings: Settings, *, name: str, wait: float = 0.0) -> Bus:
+        """Connect; with ``wait`` > 0 keep retrying that many seconds (services starting
+        before NATS), else fail at once with a one-line ``ServiceUnavailable``."""
+        log = get_logger(component="bus")
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats_error", error=str(exc), error_type=type(exc).__name__)
+
+        async def on_disconnect() -> None:
+            if not (nc.is_closed or nc.is_draining):
+                log.warning("nats_disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url else ""))
+
+        options = connect_options(settings, name=name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay = 0.2
+        while True:
+            nc = NatsClient()
+            try:
+                await nc.connect(
+                    **options,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                )
+                return cls(nc, settings, name=name)
+            except Exception as exc:  # nats raises several unrelated types here
+                try:
+                    await nc.close()
+                except Exception:
+                    pass
+                if loop.time() >= deadline:
+                    raise ServiceUnavailable(
+                        f"cannot reach NATS at {_redact_url(settings.nats_url)} ({_describe(exc)}); "
+                        "start it with `inferlab up` or set INFERLAB_NATS_URL"
+                    ) from None
+                log.info("nats_connect_retry", error=_describe(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        try:
+            await self.nc.drain()
+        except Exception:
+            await self.nc.close()
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- layout -------------------------------------------------------------------------
+
+    async def ensure_streams(self) -> None:
+        """Create the streams, or bring an existing one's limits in line with the settings."""
+        for spec in stream_specs(self.settings):
+            config = js_api.StreamConfig(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                retention=js_api.RetentionPolicy.LIMITS,
+                storage=js_api.StorageType.FILE,
+                num_replicas=self.settings.stream_replicas,
+                max_age=spec.max_age_s or None,
+                max_bytes=spec.max_bytes,
+                max_msg_size=self.settings.max_message_bytes,
+                duplicate_window=self.settings.duplicate_window_s,
+                discard=js_api.DiscardPolicy.OLD,
+            )
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+
+    async def ensure_consumer(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        filter_subjects: list[str],
+        ack_wait_s: float,
+        max_deliver: int,
+        max_ack_pending: int = 1000,
+        deliver_new: bool = False,
+    ) -> None:
+        """Create or update a durable pull consumer. nats-py's ``pull_subscribe`` does not
+        update an existing durable, so the config is always sent explicitly; setting ``name``
+        selects the server's create-or-update API."""
+        config = js_api.ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.NEW if deliver_new else js_api.DeliverPolicy.ALL,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+            filter_subjects=filter_subjects if len(filter_subjects) > 1 else None,
+            filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
+            max_ack_pending=max_ack_pending,
+            num_replicas=self.settings.stream_replicas,
+        )
+        await self.js.add_consumer(stream, config)
+
+    # --- publishing -----------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        message: Message,
+        *,
+        msg_id: str | None = None,
+        timeout: float = 10.0,
+        attempts: int = 20,
+    ) -> js_api.PubAck:
+        """Publish to JetStream and wait for the stream's ack. Retries while the connection
+        is re-established (the same ``Nats-Msg-Id`` makes a retried publish a no-op)."""
+        headers = {MSG_ID_HEADER: msg_id or message.event_id}
+        if message.correlation_id:
+            headers[CORRELATION_HEADER] = message.correlation_id
+        payload = encode(message)
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                return await self.js.publish(subject, payload, timeout=timeout, headers=headers)
+            except (
+                nats.errors.TimeoutError,
+                nats.js.errors.NoStreamResponseError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.ConnectionClosedError,
+            ) as exc:
+                if attempt == attempts - 1 or self.nc.is_closed:
+                    raise ServiceUnavailable(f"JetStream did not acknowledge {subject}: {_describe(exc)}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
+        """Fire-and-forget core NATS publish (replies to a command's ``reply_to``)."""
+        await self.nc.publish(subject, encode(message))
+
+    # --- request/reply --------------------------------------------------------------------
+
+    async def request(self, subject: str, body: msgspec.Struct, reply: type[R], *, timeout: float = 10.0) -> R:
+        """Call a micro endpoint; endpoint errors come back as the matching exception."""
+        try:
+            msg = await self.nc.request(subject, encode(body), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise ServiceUnavailable(
+                f"no service answers {subject}: is `inferlab up` (or that service) running?"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise ServiceUnavailable(f"{subject} did not answer within {timeout:.0f}s") from None
+        headers = msg.headers or {}
+        if headers.get("Nats-Service-Error-Code"):
+            error = _decode_error(msg.data, headers)
+            kind = _ERRORS_BY_CODE.get(error.code)
+            if kind is None:
+                raise RequestFailed(error.message, code=error.code)
+            exc = kind.__new__(kind)
+            InferlabError.__init__(exc, error.message, code=error.code)
+            raise exc
+        return decode_plain(msg.data, reply)
+
+    # --- reading streams (CLI/SDK) ----------------------------------------------------------
+
+    async def follow(
+        self, subject: str, *, replay: bool = False, idle_timeout: float | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield ``(subject, data)`` of stream messages on ``subject`` through an ordered
+        consumer: everything stored first when ``replay``, else only new ones. Stops after
+        ``idle_timeout`` seconds without a message (None: never)."""
+        policy = js_api.DeliverPolicy.ALL if replay else js_api.DeliverPolicy.NEW
+        sub = await self.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=idle_timeout if idle_timeout is not None else 3600)
+                except nats.errors.TimeoutError:
+                    if idle_timeout is not None:
+                        return
+                    continue
+                yield msg.subject, msg.data
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+
+_plain_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def decode_plain(data: bytes, kind: type[R]) -> R:
+    decoder = _plain_decoders.get(kind)
+    if decoder is None:
+        decoder = _plain_decoders[kind] = msgspec.json.Decoder(kind)
+    return decoder.decode(data)
+
+
+def _decode_error(data: bytes, headers: dict[str, str]) -> ErrorReply:
+    try:
+        return decode_plain(data, ErrorReply)
+    except msgspec.MsgspecError:
+        return ErrorReply(
+            code=headers.get(ERROR_CODE_HEADER, headers.get("Nats-Service-Error-Code", "error")),
+            message=headers.get("Nats-Service-Error", "request failed"),
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _redact_url(url: str) -> str:
+    """Drop credentials embedded in a URL (nats://user:pass@host) before printing it."""
+    out = []
+    for part in url.split(","):
+        scheme, sep, rest = part.partition("://")
+        if sep and "@" in rest:
+            rest = "***@" + rest.split("@", 1)[1]
+        out.append(f"{scheme}{sep}{rest}")
+    return ",".join(out)
+
+
+__all__ = ["Bus", "StreamSpec", "decode", "decode_plain", "stream_specs"]

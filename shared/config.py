@@ -1,0 +1,181 @@
+"""One settings object, read from ``INFERLAB_*`` environment variables with defaults.
+
+Every field is documented by its ``doc`` metadata; ``inferlab config`` prints the table and
+docs/operations.md carries it. A service that needs its own settings adds a field here, so the
+complete list of environment variables lives in one place (compose.yaml is tested against it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "INFERLAB_"
+
+
+def _default_home() -> str:
+    return str(Path("~/.inferlab").expanduser())
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    # --- NATS connection ---
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds: str | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    connect_timeout_s: float = 2.0
+    # --- data and logging ---
+    home: str = msgspec.field(default_factory=_default_home)
+    log_level: str = "info"
+    log_format: str = "json"
+    # --- JetStream layout ---
+    stream_replicas: int = 1
+    duplicate_window_s: float = 120.0
+    models_max_age_days: float = 0.0
+    alerts_max_age_days: float = 365.0
+    telemetry_max_age_hours: float = 72.0
+    telemetry_max_bytes: int = 1 << 30
+    artifact_bucket: str = "artifacts"
+    registry_bucket: str = "registry"
+    # --- consumers ---
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    fetch_batch: int = 16
+    # --- limits and import policy ---
+    max_artifact_bytes: int = 2 << 30
+    max_dataset_bytes: int = 2 << 30
+    max_message_bytes: int = 1 << 20
+    import_roots: tuple[str, ...] = ()
+    allowed_schemes: tuple[str, ...] = ("nats-obj", "file", "https", "http")
+    http_timeout_s: float = 60.0
+    # --- registry ---
+    registry_concurrency: int = 8
+    # --- embedded server ---
+    embedded_nats_port: int = 4222
+    embedded_nats_monitor_port: int = 0
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    @property
+    def effective_import_roots(self) -> tuple[Path, ...]:
+        roots = self.import_roots or (str(self.home_path / "imports"),)
+        return tuple(Path(r).expanduser() for r in roots)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return msgspec.structs.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings (for child processes)."""
+        env = {}
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            env[env_name(field.name)] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            key = env_name(field.name)
+            if key not in env:
+                continue
+            value = env[key]
+            if _is_tuple_field(field.type):
+                raw[field.name] = [v.strip() for v in value.replace(os.pathsep, ",").split(",") if v.strip()]
+            elif value == "" and _is_optional(field.type):
+                raw[field.name] = None
+            else:
+                raw[field.name] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"invalid setting: {exc} (environment variables {ENV_PREFIX}*)") from exc
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _is_tuple_field(tp: Any) -> bool:
+    return getattr(tp, "__origin__", None) is tuple
+
+
+def _is_optional(tp: Any) -> bool:
+    return type(None) in getattr(tp, "__args__", ())
+
+
+FIELD_DOCS: dict[str, str] = {
+    "nats_url": "NATS server URL(s), comma-separated for a cluster.",
+    "nats_user": "NATS user name (with INFERLAB_NATS_PASSWORD).",
+    "nats_password": "NATS password. Never logged.",
+    "nats_token": "NATS auth token. Never logged.",
+    "nats_creds": "Path to a NATS .creds file (JWT auth).",
+    "nats_tls_ca": "CA certificate to verify the NATS server (enables TLS).",
+    "nats_tls_cert": "Client certificate for mutual TLS.",
+    "nats_tls_key": "Client key for mutual TLS.",
+    "connect_timeout_s": "Seconds to wait for the first NATS connection.",
+    "home": "Data dir: embedded NATS store, DuckDB history, imports/, scratch space.",
+    "log_level": "debug, info, warning or error.",
+    "log_format": "json (services) or console.",
+    "stream_replicas": "Replicas of every stream, KV and object bucket (1 embedded, 3 in a cluster).",
+    "duplicate_window_s": "JetStream duplicate window for Nats-Msg-Id dedupe.",
+    "models_max_age_days": "Retention of the MODELS stream (0 = forever).",
+    "alerts_max_age_days": "Retention of the ALERTS stream.",
+    "telemetry_max_age_hours": "Retention of the TELEMETRY stream by age.",
+    "telemetry_max_bytes": "Retention of the TELEMETRY stream by size.",
+    "artifact_bucket": "Object Store bucket holding model and dataset blobs.",
+    "registry_bucket": "Key-Value bucket holding registry metadata.",
+    "max_deliver": "Deliveries before a failing message is dead-lettered.",
+    "ack_wait_s": "Seconds before an unacknowledged message is redelivered (handlers heartbeat).",
+    "fetch_batch": "Messages fetched per pull request.",
+    "max_artifact_bytes": "Largest model artifact accepted.",
+    "max_dataset_bytes": "Largest dataset accepted.",
+    "max_message_bytes": "Largest message a service decodes (NATS max_payload by default).",
+    "import_roots": "Folders file:// imports may read from (default: <home>/imports).",
+    "allowed_schemes": "URI schemes accepted for artifacts and datasets.",
+    "http_timeout_s": "Timeout for http(s) artifact downloads.",
+    "registry_concurrency": "Registrations one registry replica handles at once.",
+    "embedded_nats_port": "Client port of the embedded nats-server started by `inferlab up`.",
+    "embedded_nats_monitor_port": "HTTP monitoring port of the embedded server (0 = off).",
+}
+SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, doc) for every setting."""
+    rows = []
+    defaults = Settings()
+    for field in msgspec.structs.fields(Settings):
+        default = getattr(defaults, field.name)
+        if field.name == "home":
+            default = "~/.inferlab"
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append((env_name(field.name), "" if default is None else str(default), FIELD_DOCS[field.name]))
+    return rows
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as a dict with secrets masked, for logs and ``inferlab config``."""
+    out = msgspec.structs.asdict(settings)
+    for key in SECRET_FIELDS:
+        if out.get(key):
+            out[key] = "***"
+    return out

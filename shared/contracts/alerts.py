@@ -1,0 +1,91 @@
+"""Alerts (``alerts.>``, long retention so a late subscriber can replay) and dead letters.
+
+Every alert shares ``severity``, ``summary`` and the subject's last token (``name``: a model
+name, or a service name for pipeline alerts), so a generic subscriber can show any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.contracts.base import Event, Message
+from shared.contracts.benchmark import ConfigResult, LatencySummary
+from shared.contracts.conversion import ConversionReport
+from shared.contracts.validation import CriterionResult
+
+
+class Alert(Event, kw_only=True):
+    severity: str = "warning"  # "info", "warning" or "critical"
+    name: str
+    summary: str
+
+
+class RegressionAlert(Alert, kw_only=True, tag="alert.performance.regression"):
+    """``alerts.performance.regression.<name>``: both runs' figures, p-value and ratio."""
+
+    ref: str
+    baseline_ref: str
+    run: ConfigResult
+    baseline_run_id: str
+    baseline_latency: LatencySummary
+    p_value: float
+    median_ratio: float
+    p_threshold: float
+    effect_threshold: float
+
+
+class AnomalyAlert(Alert, kw_only=True, tag="alert.performance.anomaly"):
+    """``alerts.performance.anomaly.<name>``: an incident ``opened`` then ``resolved``."""
+
+    ref: str
+    incident_id: str
+    state: str  # "opened" or "resolved"
+    detector: str  # "robust_z", "ewma" or "cusum"
+    window_median_ms: float
+    baseline_median_ms: float
+    score: float
+    threshold: float
+    host: str | None = None
+
+
+class ValidationFailedAlert(Alert, kw_only=True, tag="alert.validation.failed"):
+    """``alerts.validation.failed.<name>``: the failed readiness criteria."""
+
+    ref: str
+    failed: list[CriterionResult]
+
+
+class ConversionFailedAlert(Alert, kw_only=True, tag="alert.conversion.failed"):
+    """``alerts.conversion.failed.<name>``."""
+
+    ref: str
+    profile: str
+    reason: str
+    report: ConversionReport | None = None
+
+
+class DeadLetterAlert(Alert, kw_only=True, tag="alert.pipeline.deadletter"):
+    """``alerts.pipeline.deadletter.<service>``: ``name`` is the service."""
+
+    subject: str
+    error: str
+    deliveries: int
+    stream_seq: int | None = None
+
+
+class DeadLetter(Message, kw_only=True, tag="deadletter"):
+    """``deadletter.<service>``: a message a service gave up on, with why. The original stays
+    in its stream at ``stream_seq``; ``payload`` holds its first bytes (UTF-8, replaced where
+    not decodable) so the dead letter itself stays under the payload limit."""
+
+    service: str
+    subject: str
+    stream: str | None = None
+    stream_seq: int | None = None
+    deliveries: int = 1
+    error_type: str
+    error: str
+    payload: str
+    payload_bytes: int
+    headers: dict[str, str] = {}
+    details: dict[str, Any] = {}

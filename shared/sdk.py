@@ -1,0 +1,353 @@
+"""What a Python pipeline imports: ``from shared.sdk import Client``.
+
+    async with await Client.connect() as client:
+        record = await client.register("model.onnx", name="digits", version="1.0.0")
+        print(record.ref, record.sha256)
+
+Every call talks to the running platform over NATS: registration goes through the
+``model.register`` stream like any other pipeline's (the SDK uploads the file to the object
+store first), reads go to the registry's micro endpoints, and ``events()`` / ``alerts()``
+follow the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from shared.artifacts import ArtifactStore, StoredArtifact, content_name, parse_object_uri, sha256_file
+from shared.bus import Bus
+from shared.config import Settings
+from shared.contracts import subjects
+from shared.contracts.base import Command, Message, decode, new_id
+from shared.contracts.catalogue import message_type_for
+from shared.contracts.identity import BASE_VARIANT, ModelRef
+from shared.contracts.registry import (
+    AliasChange,
+    FindModels,
+    FoundModels,
+    GetModel,
+    ListModels,
+    ModelList,
+    ModelRecord,
+    ModelRegistered,
+    ModelRejected,
+    ModelView,
+    RankedModel,
+    RegisterModel,
+    RemoveAlias,
+    Resolve,
+    Resolved,
+    SetAlias,
+    SetTags,
+)
+from shared.errors import ArtifactNotFound, InferlabError, Rejected, WaitTimeout
+
+Progress = Callable[[int], None]
+
+
+class ServiceStatus(msgspec.Struct, kw_only=True):
+    name: str
+    id: str
+    version: str
+    endpoints: list[dict[str, Any]] = []
+    stats: dict[str, Any] | None = None
+
+
+class StreamEvent(msgspec.Struct, kw_only=True):
+    subject: str
+    message: Message | None
+    data: Any
+    raw: bytes
+    error: str | None = None
+
+    @classmethod
+    def from_wire(cls, subject: str, raw: bytes) -> StreamEvent:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            return cls(subject=subject, message=None, data=None, raw=raw, error=f"not JSON: {exc}")
+        kind = message_type_for(subject)
+        if kind is None:
+            return cls(subject=subject, message=None, data=data, raw=raw)
+        try:
+            return cls(subject=subject, message=decode(raw, kind), data=data, raw=raw)
+        except msgspec.MsgspecError as exc:
+            return cls(subject=subject, message=None, data=data, raw=raw, error=str(exc))
+
+
+def _is_uri(text: str) -> bool:
+    return "://" in text
+
+
+class Client:
+    """Async client of a running inferlab. Create with ``await Client.connect()``."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.settings = bus.settings
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None, *, name: str = "inferlab-sdk") -> Client:
+        return cls(await Bus.connect(settings or Settings.from_env(), name=name))
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- artifacts ------------------------------------------------------------------------
+
+    async def upload(
+        self, path: str | Path, *, prefix: str = "sha256", progress: Progress | None = None
+    ) -> StoredArtifact:
+        """Upload a file to the object store under its content address (skipped when the same
+        bytes are already there)."""
+        source = Path(path).expanduser()
+        if not source.is_file():
+            raise ArtifactNotFound(f"no such file: {source}")
+        sha = await asyncio.to_thread(sha256_file, source)
+        store = ArtifactStore(self.bus)
+        await store.ensure()
+        return await store.put_file(source, content_name(sha, prefix), sha256=sha, progress=progress)
+
+    async def download(self, ref: str, dest: str | Path, *, progress: Progress | None = None) -> Path:
+        """Download a model's artifact; ``dest`` may be a folder. Hash-verified."""
+        resolved = await self.resolve(ref)
+        target = Path(dest).expanduser()
+        if target.is_dir():
+            target = target / f"{resolved.ref.replace('@', '-').replace('+', '-')}.onnx"
+        bucket, name = parse_object_uri(resolved.artifact_uri)
+        await ArtifactStore(self.bus, bucket).get_to_file(name, target, sha256=resolved.sha256, progress=progress)
+        return target
+
+    # --- registration ---------------------------------------------------------------------
+
+    async def register(
+        self,
+        source: str | Path,
+        *,
+        name: str,
+        version: str,
+        task: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        dataset: str | Path | None = None,
+        tags: dict[str, str] | None = None,
+        parent: str | None = None,
+        variant: str = BASE_VARIANT,
+        wait: bool = True,
+        timeout: float = 300.0,
+        progress: Progress | None = None,
+    ) -> ModelRecord | str:
+        """Register a model. ``source`` is a local file (uploaded first) or a URI. With
+        ``wait`` returns the registered record (also when it already existed with the same
+        bytes) or raises ``Rejected`` with the reason; without, returns the command's id."""
+        sha256 = None
+        if isinstance(source, Path) or not _is_uri(str(source)):
+            stored = await self.upload(source, progress=progress)
+            artifact_uri, sha256 = stored.uri, stored.sha256
+        else:
+            artifact_uri = str(source)
+        dataset_uri = None
+        if dataset is not None:
+            if isinstance(dataset, Path) or not _is_uri(str(dataset)):
+                dataset_uri = (await self.upload(dataset, prefix="datasets")).uri
+            else:
+                dataset_uri = str(dataset)
+        command = RegisterModel(
+            event_id=new_id(),
+            name=name,
+            version=version,
+            variant=variant,
+            artifact_uri=artifact_uri,
+            task=task,
+            metadata=metadata or {},
+            dataset_uri=dataset_uri,
+            parent=parent,
+            tags=tags or {},
+            sha256=sha256,
+        )
+        if not wait:
+            await self.bus.publish(subjects.REGISTER, command)
+            return command.event_id
+        reply = await self.send_and_wait(subjects.REGISTER, command, timeout=timeout)
+        if reply.get("type") == "model.rejected":
+            rejected = msgspec.convert(reply, ModelRejected)
+            raise Rejected(rejected.reason.value, rejected.message, event=rejected)
+        return msgspec.convert(reply, ModelRegistered).record
+
+    async def send(self, subject: str, command: Command) -> str:
+        """Publish a command to its stream; returns its event id."""
+        if not command.event_id:
+            command.event_id = new_id()
+        await self.bus.publish(subject, command)
+        return command.event_id
+
+    async def send_and_wait(
+        self, subject: str, command: Command, *, timeout: float = 300.0, replies: int = 1
+    ) -> dict[str, Any]:
+        """Publish ``command`` with a private ``reply_to`` inbox and return the first reply
+        (a service answers a command's outcome there, even a no-op's)."""
+        collected = await self.send_and_collect(
+            subject, command, timeout=timeout, until=lambda got: len(got) >= replies
+        )
+        return collected[0]
+
+    async def send_and_collect(
+        self,
+        subject: str,
+        command: Command,
+        *,
+        timeout: float,
+        until: Callable[[list[dict[str, Any]]], bool],
+        on_reply: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        inbox = self.bus.nc.new_inbox()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def collect(msg: Any) -> None:
+            await queue.put(msg.data)
+
+        sub = await self.bus.nc.subscribe(inbox, cb=collect)
+        try:
+            command.reply_to = inbox
+            await self.send(subject, command)
+            got: list[dict[str, Any]] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not until(got):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise WaitTimeout(
+                        f"no answer to {subject} within {timeout:.0f}s (command {command.event_id} is queued "
+                        "and will be processed when the service runs)"
+                    )
+                try:
+                    data = await asyncio.wait_for(queue.get(), timeout=remaining)
+                except TimeoutError:
+                    continue
+                reply = json.loads(data)
+                got.append(reply)
+                if on_reply:
+                    on_reply(reply)
+            return got
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def get(self, ref: str) -> ModelView:
+        ModelRef.parse(ref)  # a bad reference fails here, before any network call
+        return await self.bus.request(subjects.REGISTRY_GET, GetModel(ref=ref), ModelView)
+
+    async def resolve(self, ref: str) -> Resolved:
+        ModelRef.parse(ref)
+        return await self.bus.request(subjects.REGISTRY_RESOLVE, Resolve(ref=ref), Resolved)
+
+    async def list(self, filters: ListModels | None = None, **kwargs: Any) -> ModelList:
+        body = filters or ListModels(**kwargs)
+        return await self.bus.request(subjects.REGISTRY_LIST, body, ModelList)
+
+    async def find(self, requirements: FindModels | None = None, **kwargs: Any) -> list[RankedModel]:
+        body = requirements or FindModels(**kwargs)
+        found = await self.bus.request(subjects.REGISTRY_FIND, body, FoundModels)
+        return found.results
+
+    # --- aliases and tags -------------------------------------------------------------------
+
+    async def set_alias(self, ref: str, alias: str) -> AliasChange:
+        """Point ``alias`` at the version in ``ref`` (``name@version``)."""
+        parsed = ModelRef.parse(ref)
+        if parsed.version is None:
+            raise InferlabError(f"{ref!r}: give an exact version, e.g. {parsed.name}@1.0.0", code="invalid_ref")
+        return await self.bus.request(
+            subjects.REGISTRY_ALIAS_SET, SetAlias(name=parsed.name, alias=alias, version=parsed.version), AliasChange
+        )
+
+    async def remove_alias(self, name: str, alias: str) -> AliasChange:
+        parsed = ModelRef.parse(name)
+        return await self.bus.request(
+            subjects.REGISTRY_ALIAS_REMOVE, RemoveAlias(name=parsed.name, alias=alias), AliasChange
+        )
+
+    async def set_tags(self, ref: str, tags: dict[str, str], remove: list[str] | None = None) -> ModelView:
+        ModelRef.parse(ref)
+        return await self.bus.request(
+            subjects.REGISTRY_TAGS_SET, SetTags(ref=ref, tags=tags, remove=remove or []), ModelView
+        )
+
+    # --- streams ----------------------------------------------------------------------------
+
+    async def events(
+        self, subject: str = "model.>", *, replay: bool = False, idle_timeout: float | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Events on ``subject``: each with its subject, the typed message when the subject
+        has a contract and the payload decodes, and the raw bytes. ``replay`` starts from
+        the oldest stored message; ``idle_timeout`` ends the iteration after that many
+        seconds without one."""
+        async for subj, data in self.bus.follow(subject, replay=replay, idle_timeout=idle_timeout):
+            yield StreamEvent.from_wire(subj, data)
+
+    def alerts(
+        self, subject: str = "alerts.>", *, replay: bool = False, idle_timeout: float | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        return self.events(subject, replay=replay, idle_timeout=idle_timeout)
+
+    # --- discovery --------------------------------------------------------------------------
+
+    async def status(self, service: str | None = None, timeout: float = 0.75) -> list[ServiceStatus]:
+        """Every running service instance, found through ``$SRV.INFO`` (micro discovery),
+        with its endpoint statistics from ``$SRV.STATS``."""
+        subject = "$SRV.INFO" + (f".{service}" if service else "")
+        infos = await self._gather(subject, timeout)
+        out = []
+        for info in infos:
+            stats = None
+            with contextlib.suppress(Exception):
+                replies = await self._gather(f"$SRV.STATS.{info['name']}.{info['id']}", timeout)
+                stats = replies[0] if replies else None
+            out.append(
+                ServiceStatus(
+                    name=info.get("name", "?"),
+                    id=info.get("id", "?"),
+                    version=info.get("version", "?"),
+                    endpoints=info.get("endpoints") or [],
+                    stats=stats,
+                )
+            )
+        out.sort(key=lambda s: (s.name, s.id))
+        return out
+
+    async def health(self, service: str, timeout: float = 2.0) -> dict[str, Any]:
+        from shared.runtime import Health, HealthRequest
+
+        health = await self.bus.request(f"{service}.health", HealthRequest(), Health, timeout=timeout)
+        return msgspec.to_builtins(health)
+
+    async def _gather(self, subject: str, timeout: float) -> list[dict[str, Any]]:
+        inbox = self.bus.nc.new_inbox()
+        replies: list[dict[str, Any]] = []
+
+        async def collect(msg: Any) -> None:
+            with contextlib.suppress(ValueError):
+                replies.append(json.loads(msg.data))
+
+        sub = await self.bus.nc.subscribe(inbox, cb=collect)
+        try:
+            await self.bus.nc.publish(subject, b"", reply=inbox)
+            await self.bus.nc.flush()
+            await asyncio.sleep(timeout)
+        finally:
+            await sub.unsubscribe()
+        return replies

@@ -1,0 +1,299 @@
+"""The durable consumer loop every service runs.
+
+All replicas of a service bind to one durable pull consumer, so adding replicas adds
+throughput and a killed replica's unacknowledged messages are redelivered to the others.
+
+For each message:
+
+1. Route by subject to a (message type, handler) pair; decode with msgspec. A message that
+   cannot be routed, is over the size limit or cannot be decoded is *terminated* and copied
+   to ``deadletter.<service>`` with the error, and ``alerts.pipeline.deadletter.<service>``
+   is raised: poison never loops.
+2. Run the handler with ``in_progress()`` heartbeats on a timer, so long work is not
+   redelivered to another replica while it is still running.
+3. Ack only after the handler returned, i.e. after every output it published was
+   acknowledged by JetStream. A handler that raises is nak'ed with a growing delay; on its
+   ``max_deliver``-th failure the message is dead-lettered instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+
+from shared.bus import Bus
+from shared.contracts import subjects
+from shared.contracts.alerts import DeadLetter, DeadLetterAlert
+from shared.contracts.base import Message, decode, with_envelope
+from shared.log import correlation, get_logger
+
+M = TypeVar("M", bound=Message)
+
+DEADLETTER_PAYLOAD_BYTES = 64 * 1024
+
+
+@dataclass
+class Delivery(Generic[M]):
+    """A decoded message and what the handler may need of its JetStream delivery."""
+
+    message: M
+    subject: str
+    stream: str
+    stream_seq: int
+    deliveries: int
+    raw: Msg = field(repr=False)
+
+    async def in_progress(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.raw.in_progress()
+
+
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Messages whose subject matches ``subject`` (NATS wildcards) decode as ``kind``."""
+
+    subject: str
+    kind: type[Message]
+    handler: Handler
+
+    def matches(self, subject: str) -> bool:
+        return subject_matches(self.subject, subject)
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    p_tokens, s_tokens = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p_tokens):
+        if token == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens):
+            return False
+        if token != "*" and not fnmatch.fnmatchcase(s_tokens[i], token):
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+class PoisonMessage(Exception):
+    """The message can never be handled (undecodable, unroutable, too large)."""
+
+
+class Worker:
+    """Runs one durable consumer for a service until ``stop()``."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        service: str,
+        stream: str,
+        durable: str,
+        routes: list[Route],
+        concurrency: int = 1,
+        ack_wait_s: float | None = None,
+        max_deliver: int | None = None,
+        deliver_new: bool = False,
+    ) -> None:
+        settings = bus.settings
+        self.bus = bus
+        self.service = service
+        self.stream = stream
+        self.durable = durable
+        self.routes = routes
+        self.concurrency = max(1, concurrency)
+        self.ack_wait_s = ack_wait_s or settings.ack_wait_s
+        self.max_deliver = max_deliver or settings.max_deliver
+        self.deliver_new = deliver_new
+        self.log = get_logger(component="worker", durable=durable)
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.handled = 0
+        self.failed = 0
+        self.dead_lettered = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.bus.ensure_consumer(
+            stream=self.stream,
+            durable=self.durable,
+            filter_subjects=[r.subject for r in self.routes],
+            ack_wait_s=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            deliver_new=self.deliver_new,
+        )
+        sub = await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self.log.info("consumer_started", stream=self.stream, subjects=[r.subject for r in self.routes])
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._inflight)
+                if free <= 0:
+                    await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    batch = await sub.fetch(min(free, self.bus.settings.fetch_batch), timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue  # an empty fetch is not an error
+                except (
+                    nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionReconnectingError,
+                    nats.errors.ConnectionDrainingError,
+                ) as exc:
+                    if self.bus.nc.is_closed:
+                        break
+                    self.log.warning("fetch_interrupted", error=type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                except Exception as exc:  # e.g. consumer deleted while the server restarted
+                    self.log.warning("fetch_failed", error=str(exc), error_type=type(exc).__name__)
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(Exception):
+                        await self.bus.ensure_consumer(
+                            stream=self.stream,
+                            durable=self.durable,
+                            filter_subjects=[r.subject for r in self.routes],
+                            ack_wait_s=self.ack_wait_s,
+                            max_deliver=self.max_deliver,
+                            deliver_new=self.deliver_new,
+                        )
+                    continue
+                for msg in batch:
+                    task = asyncio.create_task(self._process(msg))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+        finally:
+            if self._inflight:
+                # Let in-flight work finish (its outputs and acks); whatever does not finish
+                # is redelivered after ack_wait.
+                await asyncio.wait(self._inflight, timeout=self.ack_wait_s)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            self.log.info("consumer_stopped", handled=self.handled, failed=self.failed)
+
+    # --- one message ----------------------------------------------------------------------
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        stream_seq = meta.sequence.stream
+        fallback_id = f"{meta.stream.lower()}-{stream_seq}"
+        try:
+            route, message = self._decode(msg, fallback_id)
+        except PoisonMessage as exc:
+            await self._dead_letter(msg, exc.__cause__ or exc, reason="undecodable")
+            return
+        delivery = Delivery(
+            message=message,
+            subject=msg.subject,
+            stream=meta.stream,
+            stream_seq=stream_seq,
+            deliveries=meta.num_delivered,
+            raw=msg,
+        )
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        started = time.perf_counter()
+        with correlation(message.correlation_id, subject=msg.subject, event_id=message.event_id):
+            try:
+                await route.handler(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failed += 1
+                await self._on_failure(msg, exc, meta.num_delivered)
+                return
+            finally:
+                heartbeat.cancel()
+            try:
+                await msg.ack()
+            except Exception as exc:  # connection lost: the message is redelivered
+                self.log.warning("ack_failed", error=str(exc))
+                return
+            self.handled += 1
+            self.log.debug("handled", duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    def _decode(self, msg: Msg, fallback_id: str) -> tuple[Route, Message]:
+        route = next((r for r in self.routes if r.matches(msg.subject)), None)
+        if route is None:
+            raise PoisonMessage(f"no handler for subject {msg.subject}")
+        limit = self.bus.settings.max_message_bytes
+        if len(msg.data) > limit:
+            raise PoisonMessage(f"message of {len(msg.data)} bytes is over the {limit}-byte limit")
+        try:
+            message = decode(msg.data, route.kind)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PoisonMessage(f"cannot decode {route.kind.__name__}: {exc}") from exc
+        return route, with_envelope(message, event_id=fallback_id)
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        interval = max(self.ack_wait_s / 3.0, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _on_failure(self, msg: Msg, exc: Exception, deliveries: int) -> None:
+        if deliveries >= self.max_deliver:
+            self.log.error(
+                "handler_failed_finally", error=str(exc), error_type=type(exc).__name__, deliveries=deliveries
+            )
+            await self._dead_letter(msg, exc, reason="max_deliver")
+            return
+        delay = min(0.5 * 2 ** (deliveries - 1), 30.0)
+        self.log.warning(
+            "handler_failed", error=str(exc), error_type=type(exc).__name__, deliveries=deliveries, retry_in_s=delay
+        )
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=delay)
+
+    async def _dead_letter(self, msg: Msg, exc: BaseException, *, reason: str) -> None:
+        meta = msg.metadata
+        seq = meta.sequence.stream
+        error = str(exc) or type(exc).__name__
+        letter = DeadLetter(
+            event_id=f"dl-{meta.stream.lower()}-{seq}",
+            service=self.service,
+            subject=msg.subject,
+            stream=meta.stream,
+            stream_seq=seq,
+            deliveries=meta.num_delivered,
+            error_type=type(exc).__name__,
+            error=error[:4000],
+            payload=msg.data[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
+            payload_bytes=len(msg.data),
+            headers={k: v for k, v in (msg.headers or {}).items() if "auth" not in k.lower()},
+            details={"reason": reason},
+        )
+        alert = DeadLetterAlert(
+            event_id=f"dla-{meta.stream.lower()}-{seq}",
+            correlation_id=letter.event_id,
+            severity="critical",
+            name=self.service,
+            summary=f"{self.service} dead-lettered a message on {msg.subject}: {error[:200]}",
+            subject=msg.subject,
+            error=error[:4000],
+            deliveries=meta.num_delivered,
+            stream_seq=seq,
+        )
+        self.log.error("dead_lettered", subject=msg.subject, stream_seq=seq, error=error[:500], reason=reason)
+        try:
+            await self.bus.publish(subjects.deadletter(self.service), letter)
+            await self.bus.publish(subjects.deadletter_alert(self.service), alert)
+        except Exception as pub_exc:
+            # Could not record it: leave the message to be redelivered rather than lose it.
+            self.log.error("dead_letter_publish_failed", error=str(pub_exc))
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5.0)
+            return
+        self.dead_lettered += 1
+        with contextlib.suppress(Exception):
+            await msg.term()
