@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import msgspec
 import nats
@@ -45,6 +47,7 @@ R = TypeVar("R", bound=msgspec.Struct)
 ERROR_CODE_HEADER = "Inferlab-Error-Code"
 CORRELATION_HEADER = "Inferlab-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
+INBOX_PREFIX = "_INBOX."
 
 # Error codes a request/reply endpoint may send back, mapped to the exception a client raises.
 _ERRORS_BY_CODE: dict[str, type[InferlabError]] = {
@@ -127,7 +130,8 @@ class Bus:
         log = get_logger(component="bus")
 
         async def on_error(exc: Exception) -> None:
-            log.warning("nats_error", error=str(exc), error_type=type(exc).__name__)
+            if nc.is_connected or nc.is_reconnecting:
+                log.warning("nats_error", error=str(exc), error_type=type(exc).__name__)
 
         async def on_disconnect() -> None:
             if not (nc.is_closed or nc.is_draining):
@@ -141,13 +145,18 @@ class Bus:
         deadline = loop.time() + wait
         delay = 0.2
         while True:
+            reachable = await asyncio.to_thread(_any_reachable, options["servers"])
             nc = NatsClient()
             try:
-                await nc.connect(
-                    **options,
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnect,
-                    reconnected_cb=on_reconnect,
+                if not reachable:
+                    raise ConnectionRefusedError("connection refused")
+                # nats-py retries a failed *first* connect forever when reconnects are
+                # unlimited; bound it so a missing server is reported, not waited for.
+                await asyncio.wait_for(
+                    nc.connect(
+                        **options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect
+                    ),
+                    timeout=settings.connect_timeout_s + 1.0,
                 )
                 return cls(nc, settings, name=name)
             except Exception as exc:  # nats raises several unrelated types here
@@ -262,8 +271,21 @@ class Bus:
         raise AssertionError("unreachable")
 
     async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
-        """Fire-and-forget core NATS publish (replies to a command's ``reply_to``)."""
+        """Fire-and-forget core NATS publish."""
         await self.nc.publish(subject, encode(message))
+
+    async def reply(self, command: Any, outcome: msgspec.Struct) -> None:
+        """Send a command's outcome to its ``reply_to``, if it names an inbox. Only inboxes: a
+        ``reply_to`` inside ``model.>`` would let a client make a service publish into the
+        stream under a subject of its choosing. A waiter that is gone is not an error: the
+        outcome is a fact in the stream anyway."""
+        reply_to = getattr(command, "reply_to", None)
+        if not reply_to or not reply_to.startswith(INBOX_PREFIX) or any(c in reply_to for c in " *>"):
+            return
+        try:
+            await self.nc.publish(reply_to, encode(outcome))
+        except Exception as exc:
+            self.log.warning("reply_failed", error=str(exc))
 
     # --- request/reply --------------------------------------------------------------------
 
@@ -332,6 +354,18 @@ def _decode_error(data: bytes, headers: dict[str, str]) -> ErrorReply:
             code=headers.get(ERROR_CODE_HEADER, headers.get("Nats-Service-Error-Code", "error")),
             message=headers.get("Nats-Service-Error", "request failed"),
         )
+
+
+def _any_reachable(servers: list[str]) -> bool:
+    """A quick TCP probe, so that "nothing listens" fails in milliseconds, not a timeout."""
+    for server in servers:
+        parsed = urlparse(server if "://" in server else f"nats://{server}")
+        try:
+            with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout=0.5):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _describe(exc: BaseException) -> str:

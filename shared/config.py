@@ -61,10 +61,37 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # --- embedded server ---
     embedded_nats_port: int = 4222
     embedded_nats_monitor_port: int = 0
+    # --- converter (block owned by services/converter) ---
+    converter_profiles: tuple[str, ...] = ("ort-opt", "fp16", "int8-dynamic")
+    converter_concurrency: int = 1
+    converter_parity_samples: int = 256
+    # --- benchmarker (block owned by services/benchmarker) ---
+    history_path: str = ""
+    bench_warmup_s: float = 0.5
+    bench_window_s: float = 0.5
+    bench_min_duration_s: float = 1.5
+    bench_max_duration_s: float = 10.0
+    bench_stability_threshold: float = 0.10
+    regression_p_threshold: float = 0.002
+    regression_effect_threshold: float = 1.10
+    sql_max_rows: int = 10_000
+    sql_timeout_s: float = 10.0
+    anomaly_window: int = 200
+    anomaly_z_threshold: float = 4.0
+    anomaly_min_interval_s: float = 60.0
+    # --- validator (block owned by services/validator) ---
+    validator_max_samples: int = 10_000
+    validator_attack_epsilon: float = 0.05
+    validator_attack_queries: int = 2_000
+    validator_attack_time_s: float = 20.0
 
     @property
     def home_path(self) -> Path:
         return Path(self.home).expanduser()
+
+    @property
+    def effective_history_path(self) -> Path:
+        return Path(self.history_path).expanduser() if self.history_path else self.home_path / "history.duckdb"
 
     @property
     def effective_import_roots(self) -> tuple[Path, ...]:
@@ -154,6 +181,29 @@ FIELD_DOCS: dict[str, str] = {
     "registry_concurrency": "Registrations one registry replica handles at once.",
     "embedded_nats_port": "Client port of the embedded nats-server started by `inferlab up`.",
     "embedded_nats_monitor_port": "HTTP monitoring port of the embedded server (0 = off).",
+    # converter
+    "converter_profiles": "Profiles run automatically on every base model.",
+    "converter_concurrency": "Conversions one converter replica runs at once.",
+    "converter_parity_samples": "Most samples used for a parity check.",
+    # benchmarker
+    "history_path": "DuckDB history file (default: <home>/history.duckdb).",
+    "bench_warmup_s": "Warm-up seconds before measuring.",
+    "bench_window_s": "Length of one measurement window in seconds.",
+    "bench_min_duration_s": "Least measuring time per configuration.",
+    "bench_max_duration_s": "Most measuring time per configuration (then flagged unstable).",
+    "bench_stability_threshold": "Last three windows must agree within this fraction.",
+    "regression_p_threshold": "One-sided Mann-Whitney p-value below which a slowdown is significant.",
+    "regression_effect_threshold": "Median ratio above which a significant slowdown is a regression.",
+    "sql_max_rows": "Most rows `inferlab sql` returns.",
+    "sql_timeout_s": "Longest time a read-only SQL query may run.",
+    "anomaly_window": "Production samples per rolling window checked for anomalies.",
+    "anomaly_z_threshold": "Robust z-score of a window median that opens an incident.",
+    "anomaly_min_interval_s": "Least seconds between two alerts of one model (rate limit).",
+    # validator
+    "validator_max_samples": "Most dataset samples one validation uses.",
+    "validator_attack_epsilon": "L-infinity budget of the adversarial attack (fraction of the input range).",
+    "validator_attack_queries": "Most model queries the adversarial attack may spend.",
+    "validator_attack_time_s": "Longest time the adversarial attack may run.",
 }
 SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tarfile
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ import msgspec
 
 from shared.artifacts import ArtifactStore, StoredArtifact, content_name, parse_object_uri, sha256_file
 from shared.bus import Bus
+from shared.clients.benchmark import BenchmarkApi
+from shared.clients.conversion import ConversionApi
+from shared.clients.validation import ValidationApi
 from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.base import Command, Message, decode, new_id
@@ -82,11 +87,41 @@ class StreamEvent(msgspec.Struct, kw_only=True):
             return cls(subject=subject, message=None, data=data, raw=raw, error=str(exc))
 
 
+def bundle_manifest(view: ModelView) -> dict[str, Any]:
+    import onnxruntime
+
+    record = view.record
+    return {
+        "format": "inferlab-bundle/1",
+        "ref": record.ref,
+        "model_file": "model.onnx",
+        "sha256": record.sha256,
+        "runtime": {
+            "onnx_ir_version": record.ir_version,
+            "opset": record.opset,
+            "onnxruntime_min": onnxruntime.__version__,
+            "execution_providers": ["CPUExecutionProvider"],
+        },
+        "inputs": msgspec.to_builtins(record.inputs),
+        "outputs": msgspec.to_builtins(record.outputs),
+        "aliases": view.aliases,
+        "benchmark": msgspec.to_builtins(view.signals) if view.signals else None,
+        "record": msgspec.to_builtins(record),
+    }
+
+
+def _write_tar(target: Path, members: list[tuple[Path, str]]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as tar:
+        for path, arcname in members:
+            tar.add(path, arcname=arcname)
+
+
 def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-class Client:
+class Client(ConversionApi, BenchmarkApi, ValidationApi):
     """Async client of a running inferlab. Create with ``await Client.connect()``."""
 
     def __init__(self, bus: Bus) -> None:
@@ -129,6 +164,20 @@ class Client:
             target = target / f"{resolved.ref.replace('@', '-').replace('+', '-')}.onnx"
         bucket, name = parse_object_uri(resolved.artifact_uri)
         await ArtifactStore(self.bus, bucket).get_to_file(name, target, sha256=resolved.sha256, progress=progress)
+        return target
+
+    async def bundle(self, ref: str, output: str | Path) -> Path:
+        """A deployment bundle (``.tar.gz``): the model plus ``manifest.json`` with the record,
+        the runtime it needs, and the latest benchmark and validation figures."""
+        view = await self.get(ref)
+        target = Path(output).expanduser()
+        with tempfile.TemporaryDirectory() as tmp:
+            model_path = await self.download(view.record.ref, Path(tmp) / "model.onnx")
+            manifest = bundle_manifest(view)
+            (Path(tmp) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            await asyncio.to_thread(
+                _write_tar, target, [(model_path, "model.onnx"), (Path(tmp) / "manifest.json", "manifest.json")]
+            )
         return target
 
     # --- registration ---------------------------------------------------------------------

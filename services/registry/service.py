@@ -10,8 +10,6 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
-import msgspec
-
 from services.registry import query
 from services.registry.store import RegistryStore
 from services.registry.verify import VerificationError, verify_model
@@ -71,7 +69,6 @@ from shared.worker import Delivery, Route, Worker
 
 SERVICE = "registry"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-INBOX_PREFIX = "_INBOX."
 
 
 class Rejection(Exception):
@@ -161,16 +158,7 @@ class RegistryService:
             )
             await self.bus.publish(subjects.rejected(cmd.name), outcome)
             self.log.info("rejected", ref=f"{cmd.name}@{cmd.version}", reason=rej.reason.value, message=rej.message)
-        await self._reply(cmd, outcome)
-
-    async def _reply(self, cmd: RegisterModel, outcome: msgspec.Struct) -> None:
-        if cmd.reply_to and cmd.reply_to.startswith(INBOX_PREFIX) and " " not in cmd.reply_to:
-            # Only inboxes: a reply_to inside "model.>" would let a client make the registry
-            # publish into the stream under a subject of its choosing.
-            try:
-                await self.bus.publish_core(cmd.reply_to, outcome)
-            except Exception as exc:  # the waiter is gone; the fact is in the stream anyway
-                self.log.warning("reply_failed", error=str(exc))
+        await self.bus.reply(cmd, outcome)
 
     async def register(self, cmd: RegisterModel) -> ModelRegistered:
         self._check_identity(cmd)

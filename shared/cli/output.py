@@ -1,0 +1,113 @@
+"""How the CLI talks to people (rich tables, progress bars) and to scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj, builtin_types=(datetime,)) if not isinstance(obj, str | int | float) else obj
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout (datetimes as ISO strings)."""
+    sys.stdout.write(json.dumps(msgspec.to_builtins(obj), indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def emit_json_line(obj: Any) -> None:
+    sys.stdout.write(json.dumps(msgspec.to_builtins(obj), default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str | None = None
+) -> None:
+    t = Table(title=title, caption=caption, header_style="bold", show_lines=False)
+    for column in columns:
+        justify = "right" if column.endswith(("ms", "bytes", "/s", "size", "params", "score", "n")) else "left"
+        t.add_column(column, justify=justify, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console.print(t)
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def fmt_ms(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def when(dt: datetime | None) -> str:
+    return "" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+@contextmanager
+def transfer_progress(description: str, total: int | None, *, enabled: bool = True) -> Iterator[Any]:
+    """A byte-transfer progress bar on stderr; yields ``advance(n)``."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def step_progress(description: str, total: int | None = None, *, enabled: bool = True) -> Iterator[Any]:
+    """A step progress bar (or spinner when ``total`` is None) on stderr; yields
+    ``update(description=None, advance=0)``."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda description=None, advance=0: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}" if total else ""),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(description: str | None = None, advance: int = 0) -> None:
+            progress.update(task, description=description or progress.tasks[0].description, advance=advance)
+
+        yield update

@@ -1,0 +1,385 @@
+"""Registry commands: register, models, show, find, alias, tag, download, bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from shared.cli.app import add_json_flag, run, settings_from
+from shared.cli.output import (
+    console,
+    emit_json,
+    fmt_ms,
+    human_bytes,
+    table,
+    transfer_progress,
+    when,
+)
+from shared.contracts.registry import FindModels, ListModels, ModelRecord, ModelView
+from shared.errors import InferlabError, Rejected
+from shared.sdk import Client
+
+
+def parse_pairs(pairs: list[str] | None, what: str, *, typed: bool = False) -> dict[str, Any]:
+    """``k=v`` arguments; with ``typed`` a value that parses as JSON (numbers, true, lists) is
+    kept typed."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise InferlabError(f"{what} {pair!r} must look like key=value")
+        if typed:
+            try:
+                out[key] = json.loads(value)
+                continue
+            except ValueError:
+                pass
+        out[key] = value
+    return out
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("register", help="upload and register a model version")
+    p.add_argument("path", help="ONNX file, or a nats-obj:// file:// https:// URI")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", required=True, help="semantic version, e.g. 1.2.0")
+    p.add_argument("--task", help="e.g. classification, regression, detection, text-classification")
+    p.add_argument("--meta", action="append", metavar="K=V", help="free-form metadata (repeatable)")
+    p.add_argument("--tag", action="append", metavar="K=V", help="tag (repeatable)")
+    p.add_argument("--dataset", help="labelled .npz dataset (path or URI)")
+    p.add_argument("--parent", help="parent model reference, for derived models")
+    p.add_argument("--variant", default="base")
+    p.add_argument("--wait", action="store_true", help="wait for the outcome; exit 1 when rejected")
+    p.add_argument("--timeout", type=float, default=300.0)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("--name")
+    p.add_argument("--task")
+    p.add_argument("--variant")
+    p.add_argument("--alias")
+    p.add_argument("--tag", action="append", metavar="K[=V]", help="tag filter (repeatable; all must match)")
+    p.add_argument(
+        "--or",
+        dest="any_of",
+        action="append",
+        metavar="FILTERS",
+        help="alternative filter group, e.g. --or 'task=detection,tag=team=cv' (OR of groups)",
+    )
+    p.add_argument("--limit", type=int, default=1000)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("show", help="one model in detail (REF: name, name@1.0.0, name@alias, name@1.0.0+fp16)")
+    p.add_argument("ref")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("find", help="models meeting requirements, ranked")
+    p.add_argument("--name")
+    p.add_argument("--task")
+    p.add_argument("--max-p99-ms", type=float)
+    p.add_argument("--min-accuracy", type=float)
+    p.add_argument("--min-throughput", type=float, help="inferences per second")
+    p.add_argument("--max-size", type=int, help="bytes")
+    p.add_argument("--ready", action="store_true", help="only models validated as deployment-ready")
+    p.add_argument("--limit", type=int, default=20)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_find)
+
+    p = sub.add_parser("alias", help="named, movable pointers such as production or champion")
+    alias_sub = p.add_subparsers(dest="alias_command", metavar="set|rm", required=True)
+    s = alias_sub.add_parser("set", help="point ALIAS at NAME@VERSION (moves it atomically)")
+    s.add_argument("ref", metavar="NAME@VERSION")
+    s.add_argument("alias")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_alias_set)
+    r = alias_sub.add_parser("rm", help="remove ALIAS of NAME")
+    r.add_argument("ref", metavar="NAME[@VERSION]")
+    r.add_argument("alias")
+    add_json_flag(r)
+    r.set_defaults(func=cmd_alias_rm)
+
+    p = sub.add_parser("tag", help="set (k=v) or remove (--remove k) tags of a model version")
+    p.add_argument("ref")
+    p.add_argument("tags", nargs="*", metavar="K=V")
+    p.add_argument("--remove", action="append", metavar="K", default=[])
+    add_json_flag(p)
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("download", help="download a model's artifact (hash-verified)")
+    p.add_argument("ref")
+    p.add_argument("-o", "--output", default=".", help="file or folder (default: current folder)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("bundle", help="deployment bundle: model + manifest (requirements, benchmark, validation)")
+    p.add_argument("ref")
+    p.add_argument("-o", "--output", required=True, help="bundle file (.tar.gz)")
+    p.set_defaults(func=cmd_bundle)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    metadata = parse_pairs(args.meta, "--meta", typed=True)
+    tags = parse_pairs(args.tag, "--tag")
+    source: str | Path = args.path if "://" in args.path else Path(args.path)
+    if isinstance(source, Path) and not source.is_file():
+        raise InferlabError(f"no such file: {source}")
+
+    async def go() -> Any:
+        async with await Client.connect(settings_from(args)) as client:
+            size = source.stat().st_size if isinstance(source, Path) else None
+            with transfer_progress(f"uploading {getattr(source, 'name', source)}", size, enabled=not args.json) as adv:
+                return await client.register(
+                    source,
+                    name=args.name,
+                    version=args.version,
+                    task=args.task,
+                    metadata=metadata,
+                    dataset=args.dataset,
+                    tags=tags,
+                    parent=args.parent,
+                    variant=args.variant,
+                    wait=args.wait,
+                    timeout=args.timeout,
+                    progress=adv,
+                )
+
+    try:
+        result = run(go)
+    except Rejected as exc:
+        if args.json:
+            emit_json({"status": "rejected", "reason": exc.code, "message": exc.message})
+        else:
+            console.print(f"[bold red]rejected[/] ({exc.code}): {exc.message}", highlight=False)
+        return 1
+    if isinstance(result, str):
+        if args.json:
+            emit_json({"status": "queued", "command_id": result})
+        else:
+            console.print(
+                f"queued registration of {args.name}@{args.version} (command {result}); "
+                "follow with `inferlab events model.>`"
+            )
+        return 0
+    if args.json:
+        emit_json({"status": "registered", "record": result})
+    else:
+        console.print(
+            f"[bold green]registered[/] {result.ref}  sha256 {result.sha256[:16]}…  {human_bytes(result.size_bytes)}",
+            highlight=False,
+        )
+    return 0
+
+
+def _parse_group(text: str) -> ListModels:
+    fields: dict[str, Any] = {"tags": []}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise InferlabError(f"--or group entry {part!r} must look like key=value")
+        if key == "tag":
+            fields["tags"].append(value)
+        elif key in ("name", "task", "variant", "alias"):
+            fields[key] = value
+        else:
+            raise InferlabError(f"--or group key {key!r} must be one of name, task, variant, alias, tag")
+    return ListModels(**fields)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    filters = ListModels(
+        name=args.name,
+        task=args.task,
+        variant=args.variant,
+        alias=args.alias,
+        tags=args.tag or [],
+        any_of=[_parse_group(g) for g in args.any_of or []],
+        limit=args.limit,
+    )
+
+    async def go() -> Any:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.list(filters)
+
+    result = run(go)
+    if args.json:
+        emit_json(result)
+        return 0
+    rows = [_model_row(v) for v in result.models]
+    table(
+        None,
+        ["ref", "task", "size", "params", "aliases", "p99 ms", "accuracy", "registered"],
+        rows,
+        caption=f"{len(rows)} of {result.total} models",
+    )
+    return 0
+
+
+def _model_row(view: ModelView) -> list[Any]:
+    r, s = view.record, view.signals
+    return [
+        r.ref,
+        r.task or "",
+        human_bytes(r.size_bytes),
+        f"{r.parameter_count:,}",
+        ",".join(view.aliases),
+        fmt_ms(s.p99_ms if s else None),
+        "" if not s or s.accuracy is None else f"{s.accuracy:.4f}",
+        when(r.created_at),
+    ]
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def go() -> ModelView:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.get(args.ref)
+
+    view = run(go)
+    if args.json:
+        emit_json(view)
+        return 0
+    render_record(view)
+    return 0
+
+
+def render_record(view: ModelView) -> None:
+    r: ModelRecord = view.record
+    rows = [
+        ("ref", r.ref),
+        ("sha256", r.sha256),
+        ("size", human_bytes(r.size_bytes)),
+        ("parameters", f"{r.parameter_count:,}"),
+        ("task", r.task or ""),
+        ("framework", " ".join(filter(None, [r.framework, r.framework_version]))),
+        ("opset", ", ".join(f"{k} {v}" for k, v in r.opset.items())),
+        ("ir_version", r.ir_version),
+        ("aliases", ", ".join(view.aliases)),
+        ("parent", r.parent or ""),
+        ("dataset", r.dataset_uri or ""),
+        ("artifact", r.artifact_uri),
+        ("source", r.source_uri),
+        ("registered", when(r.created_at)),
+        ("tags", ", ".join(f"{k}={v}" for k, v in r.tags.items())),
+    ]
+    table(r.ref, ["field", "value"], rows)
+    io_rows = [("input", s.name, s.dtype, s.shape) for s in r.inputs] + [
+        ("output", s.name, s.dtype, s.shape) for s in r.outputs
+    ]
+    table("inputs and outputs", ["kind", "name", "dtype", "shape"], io_rows)
+    if view.signals:
+        s = view.signals
+        table(
+            "latest figures",
+            ["p50 ms", "p99 ms", "throughput/s", "peak memory", "accuracy", "ready"],
+            [
+                [
+                    fmt_ms(s.p50_ms),
+                    fmt_ms(s.p99_ms),
+                    "" if s.throughput_ips is None else f"{s.throughput_ips:.1f}",
+                    human_bytes(s.peak_memory_bytes),
+                    "" if s.accuracy is None else f"{s.accuracy:.4f}",
+                    "" if s.ready is None else ("yes" if s.ready else "no"),
+                ]
+            ],
+        )
+    if r.metadata:
+        console.print_json(json.dumps(r.metadata, default=str))
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    req = FindModels(
+        name=args.name,
+        task=args.task,
+        max_p99_ms=args.max_p99_ms,
+        min_accuracy=args.min_accuracy,
+        min_throughput_ips=args.min_throughput,
+        max_size_bytes=args.max_size,
+        require_ready=args.ready,
+        limit=args.limit,
+    )
+
+    async def go() -> Any:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.find(req)
+
+    ranked = run(go)
+    if args.json:
+        emit_json(ranked)
+        return 0
+    table(
+        "ranked candidates",
+        ["#", "ref", "score", "why"],
+        [[i + 1, r.view.record.ref, f"{r.score:.3f}", r.why] for i, r in enumerate(ranked)],
+    )
+    return 0
+
+
+def cmd_alias_set(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.set_alias(args.ref, args.alias)
+
+    change = run(go)
+    if args.json:
+        emit_json(change)
+    else:
+        moved = f" (was {change.previous})" if change.previous and change.previous != change.version else ""
+        console.print(f"{change.name}@{change.alias} -> {change.version}{moved}", highlight=False)
+    return 0
+
+
+def cmd_alias_rm(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.remove_alias(args.ref, args.alias)
+
+    change = run(go)
+    if args.json:
+        emit_json(change)
+    else:
+        console.print(f"removed {change.name}@{change.alias} (pointed at {change.previous})", highlight=False)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    tags = parse_pairs(args.tags, "tag")
+    if not tags and not args.remove:
+        raise InferlabError("give tags as key=value, or --remove key")
+
+    async def go() -> Any:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.set_tags(args.ref, tags, args.remove)
+
+    view = run(go)
+    if args.json:
+        emit_json(view)
+    else:
+        console.print(
+            f"{view.record.ref} tags: " + ", ".join(f"{k}={v}" for k, v in view.record.tags.items()), highlight=False
+        )
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    async def go() -> Path:
+        async with await Client.connect(settings_from(args)) as client:
+            resolved = await client.resolve(args.ref)
+            with transfer_progress(f"downloading {resolved.ref}", resolved.size_bytes) as adv:
+                return await client.download(args.ref, args.output, progress=adv)
+
+    path = run(go)
+    console.print(f"saved {path}", highlight=False)
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    async def go() -> Path:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.bundle(args.ref, args.output)
+
+    path = run(go)
+    console.print(f"bundle written to {path}", highlight=False)
+    return 0
