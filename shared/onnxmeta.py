@@ -74,10 +74,12 @@ def parameter_count(model: onnx.ModelProto) -> int:
     total = sum(_tensor_elements(t) for t in model.graph.initializer)
     total += sum(_tensor_elements(s.values) for s in model.graph.sparse_initializer)
     for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    total += _tensor_elements(attr.t)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and node.op_type == "Constant":
+                total += _tensor_elements(attr.t)
+            elif attr.type == onnx.AttributeProto.FLOATS and node.domain == "ai.onnx.ml":
+                # classic ML operators (linear models, trees) keep their weights as float lists
+                total += len(attr.floats)
     return total
 
 

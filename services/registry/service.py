@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from services.registry import query
 from services.registry.store import RegistryStore
-from services.registry.verify import VerificationError, verify_model
+from services.registry.verify import VerificationError, engine_facts, verify_model
 from shared.artifacts import ArtifactStore, content_name, sha256_file
 from shared.bus import Bus
 from shared.config import Settings
@@ -28,6 +28,8 @@ from shared.contracts.identity import (
     is_valid_version,
 )
 from shared.contracts.registry import (
+    FORMAT_TENSORRT,
+    FORMATS,
     AliasChange,
     AliasRemoved,
     AliasSet,
@@ -162,7 +164,13 @@ class RegistryService:
 
     async def register(self, cmd: RegisterModel) -> ModelRegistered:
         self._check_identity(cmd)
-        parent = await self._resolve_parent(cmd.parent) if cmd.parent else None
+        parent_record = await self._resolve_parent(cmd.parent) if cmd.parent else None
+        parent = parent_record.ref if parent_record else None
+        if cmd.format == FORMAT_TENSORRT and parent_record is None:
+            raise Rejection(
+                RejectionReason.UNKNOWN_PARENT,
+                "a tensorrt-engine is registered as a variant of its ONNX parent: give `parent`",
+            )
         found = await self.store.get(cmd.name, cmd.version, cmd.variant)
         if found is not None and cmd.sha256:
             return await self._existing(found[0], found[1], cmd.sha256)
@@ -190,15 +198,21 @@ class RegistryService:
             if found is not None:
                 return await self._existing(found[0], found[1], fetched.sha256)
 
-            external_dir = (
-                self.policy.local_path(cmd.artifact_uri).parent if urlparse(cmd.artifact_uri).scheme == "file" else None
-            )
-            try:
-                facts = await asyncio.to_thread(
-                    verify_model, fetched.path, external_data_dir=external_dir, workdir=workdir
+            if cmd.format == FORMAT_TENSORRT:
+                assert parent_record is not None
+                facts = engine_facts(fetched.path, parent_record, cmd.metadata)
+            else:
+                external_dir = (
+                    self.policy.local_path(cmd.artifact_uri).parent
+                    if urlparse(cmd.artifact_uri).scheme == "file"
+                    else None
                 )
-            except VerificationError as exc:
-                raise Rejection(exc.reason, exc.message, fetched.sha256) from None
+                try:
+                    facts = await asyncio.to_thread(
+                        verify_model, fetched.path, external_data_dir=external_dir, workdir=workdir
+                    )
+                except VerificationError as exc:
+                    raise Rejection(exc.reason, exc.message, fetched.sha256) from None
             stored_sha = (
                 fetched.sha256 if facts.path == fetched.path else await asyncio.to_thread(sha256_file, facts.path)
             )
@@ -216,6 +230,7 @@ class RegistryService:
                 ref=format_ref(cmd.name, cmd.version, cmd.variant),
                 sha256=stored_sha,
                 source_sha256=fetched.sha256 if stored_sha != fetched.sha256 else "",
+                format=cmd.format,
                 size_bytes=stored.size,
                 artifact_uri=stored.uri,
                 source_uri=_public_uri(cmd.artifact_uri),
@@ -256,18 +271,21 @@ class RegistryService:
             raise Rejection(
                 RejectionReason.INVALID_VARIANT, f"variant {cmd.variant!r} must match [a-z0-9][a-z0-9_-]{{0,63}}"
             )
+        if cmd.format not in FORMATS:
+            raise Rejection(
+                RejectionReason.UNSUPPORTED_FORMAT, f"format {cmd.format!r} is not one of {', '.join(FORMATS)}"
+            )
         if cmd.sha256 is not None and not _SHA256.match(cmd.sha256):
             raise Rejection(RejectionReason.INVALID_COMMAND, "sha256 must be 64 lowercase hex digits")
         for key in cmd.tags:
             if not key or len(key) > 128:
                 raise Rejection(RejectionReason.INVALID_COMMAND, f"tag key {key!r} must be 1 to 128 characters")
 
-    async def _resolve_parent(self, text: str) -> str:
+    async def _resolve_parent(self, text: str) -> ModelRecord:
         try:
-            record = await self.store.resolve(ModelRef.parse(text))
+            return await self.store.resolve(ModelRef.parse(text))
         except (InvalidReference, UnknownModel, InferlabError) as exc:
             raise Rejection(RejectionReason.UNKNOWN_PARENT, f"parent {text!r}: {exc}") from None
-        return record.ref
 
     async def _existing(self, record: ModelRecord, revision: int, sha256: str) -> ModelRegistered:
         """Same bytes: a no-op answered with the existing record (announced once, also when a

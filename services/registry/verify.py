@@ -19,7 +19,7 @@ import onnx.shape_inference
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
-from shared.contracts.registry import RejectionReason, TensorSpec
+from shared.contracts.registry import ModelRecord, RejectionReason, TensorSpec
 from shared.onnxmeta import graph_inputs, graph_outputs, opsets, parameter_count
 
 # onnx cannot serialise a ModelProto over 2 GiB; bigger models must keep external data.
@@ -145,6 +145,27 @@ def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: 
         parameter_count=parameter_count(model),
         doc_string=model.doc_string[:2000],
         metadata_props={p.key: p.value[:2000] for p in model.metadata_props},
+    )
+
+
+def engine_facts(path: Path, parent: ModelRecord, metadata: dict[str, object]) -> ModelFacts:
+    """Facts of a serialized TensorRT engine. Deserializing one needs a GPU and the exact
+    TensorRT version that built it, which the registry does not have; its I/O is its ONNX
+    parent's, and the converter states the TensorRT version in the metadata."""
+    if path.stat().st_size == 0:
+        raise VerificationError(RejectionReason.INVALID_MODEL, "the TensorRT engine file is empty")
+    version = metadata.get("tensorrt_version")
+    return ModelFacts(
+        path=path,
+        framework="tensorrt",
+        framework_version=str(version) if version else None,
+        ir_version=0,
+        opset={},
+        inputs=list(parent.inputs),
+        outputs=list(parent.outputs),
+        parameter_count=parent.parameter_count,
+        doc_string="",
+        metadata_props={},
     )
 
 

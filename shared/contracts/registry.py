@@ -32,6 +32,14 @@ class RejectionReason(StrEnum):
     UNKNOWN_PARENT = "unknown_parent"
     INVALID_DATASET = "invalid_dataset"
     INVALID_COMMAND = "invalid_command"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+
+
+# Artifact formats. "tensorrt-engine" is a serialized TensorRT engine made by the converter from
+# an ONNX parent: it cannot be parsed without a GPU, so it is registered with its parent's I/O.
+FORMAT_ONNX = "onnx"
+FORMAT_TENSORRT = "tensorrt-engine"
+FORMATS = (FORMAT_ONNX, FORMAT_TENSORRT)
 
 
 class TensorSpec(msgspec.Struct, kw_only=True):
@@ -67,6 +75,7 @@ class RegisterModel(Command, kw_only=True, tag="model.register"):
     parent: str | None = None
     tags: dict[str, str] = {}
     sha256: str | None = None
+    format: str = FORMAT_ONNX
 
 
 class ModelRecord(msgspec.Struct, kw_only=True):
@@ -82,6 +91,7 @@ class ModelRecord(msgspec.Struct, kw_only=True):
     source_uri: str
     # sha256 of the bytes the client sent, when storing changed them (external data inlined).
     source_sha256: str = ""
+    format: str = FORMAT_ONNX
     task: str | None = None
     framework: str | None = None
     framework_version: str | None = None
