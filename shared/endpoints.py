@@ -45,6 +45,9 @@ async def serve(bus: Bus, *, service: str, description: str, endpoints: list[End
             handler=_wrap(endpoint, log),
             metadata={"summary": endpoint.summary} if endpoint.summary else None,
         )
+    # Subscriptions reach the server on the next flush; make the endpoints answerable now, so a
+    # request sent right after start-up does not meet "no responders".
+    await bus.nc.flush()
     return svc
 
 
