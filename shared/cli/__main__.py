@@ -1,0 +1,5 @@
+import sys
+
+from shared.cli.app import main
+
+sys.exit(main())
