@@ -33,8 +33,9 @@ from shared.bus import Bus
 from shared.errors import ArtifactError, ArtifactNotFound, ArtifactTooLarge, IntegrityError
 
 SCHEME = "nats-obj"
-CHUNK_SIZE = 128 * 1024
-PUBLISH_WINDOW = 256  # chunks in flight (32 MiB) before waiting for acks
+CHUNK_SIZE = 512 * 1024
+PUBLISH_WINDOW = 64  # chunks in flight (32 MiB) before waiting for acks
+WRITE_BATCH = 8  # chunks (4 MiB) handed to the writer thread at once
 _ROLLUP = {"Nats-Rollup": "sub"}
 
 Progress = Callable[[int], None]
@@ -215,9 +216,20 @@ class ArtifactStore:
         partial = dest.with_name(dest.name + ".partial")
         h = hashlib.sha256()
         received = 0
+        loop = asyncio.get_running_loop()
         with open(partial, "wb") as out:
+
+            def write(batch: list[bytes]) -> None:
+                # Runs in a thread: hashlib and file writes release the GIL, so hashing and
+                # writing one batch overlaps with receiving the next.
+                for block in batch:
+                    h.update(block)
+                out.writelines(batch)
+
             if size > 0:
                 sub = await self.bus.js.subscribe(f"$O.{self.bucket}.C.{meta['nuid']}", ordered_consumer=True)
+                batch: list[bytes] = []
+                writing: asyncio.Future[None] | None = None
                 try:
                     while received < size:
                         try:
@@ -226,11 +238,17 @@ class ArtifactStore:
                             raise ArtifactError(
                                 f"object {name!r} stalled at {received} of {size} bytes", code="fetch_failed"
                             ) from None
-                        out.write(chunk.data)
-                        h.update(chunk.data)
+                        batch.append(chunk.data)
                         received += len(chunk.data)
                         if progress:
                             progress(len(chunk.data))
+                        if len(batch) >= WRITE_BATCH or received >= size:
+                            if writing is not None:
+                                await writing
+                            writing = loop.run_in_executor(None, write, batch)
+                            batch = []
+                    if writing is not None:
+                        await writing
                 finally:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
