@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from shared.contracts.base import Command, Event
+from shared.contracts.base import Command, Event, Message
 from shared.contracts.identity import BASE_VARIANT
 
 
@@ -39,6 +39,8 @@ class CriterionResult(msgspec.Struct, kw_only=True):
     measured: float | None
     passed: bool | None
     message: str = ""
+    # where the requirement came from: request, metadata, policy, default-policy or default
+    source: str = ""
 
 
 class CheckOutcome(msgspec.Struct, kw_only=True):
@@ -58,6 +60,18 @@ class ValidationReport(msgspec.Struct, kw_only=True):
     ready: bool = False
     recommendations: list[str] = []
     duration_s: float = 0.0
+    # what was validated and how (added in schema_version 1, with defaults)
+    task: str | None = None
+    parent_ref: str | None = None
+    trigger: str = ""  # "model.validate" or "model.benchmarked"
+    dataset_sha256: str | None = None
+    seed: int = 0
+    # headline figures by metric name (accuracy, macro_f1, map50, p99_ms, ...) and their 95%
+    # bootstrap confidence intervals
+    metrics: dict[str, float | None] = {}
+    intervals: dict[str, list[float]] = {}
+    # figures dropped to keep the event under the message size limit
+    truncated: list[str] = []
 
 
 class ModelValidated(Event, kw_only=True, tag="model.validated"):
@@ -82,3 +96,13 @@ class ValidationErrored(Event, kw_only=True, tag="model.validation_failed"):
     ref: str
     reason: str
     message: str
+
+
+class ValidationProgress(Message, kw_only=True, tag="model.validation_progress"):
+    """Sent only to a waiting client's ``reply_to`` inbox (never to a stream) while the
+    validator works: ``stage`` is the check now running, ``step`` of ``steps``."""
+
+    ref: str
+    stage: str
+    step: int
+    steps: int
