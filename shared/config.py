@@ -84,6 +84,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_attack_epsilon: float = 0.05
     validator_attack_queries: int = 2_000
     validator_attack_time_s: float = 20.0
+    validator_attack_samples: int = 100
+    validator_noise_samples: int = 2_000
+    validator_bootstrap: int = 1_000
+    validator_folds: int = 5
+    validator_structural_samples: int = 16
+    validator_batch_size: int = 512
+    validator_concurrency: int = 1
+    validator_policy_dir: str = ""
 
     @property
     def home_path(self) -> Path:
@@ -202,8 +210,16 @@ FIELD_DOCS: dict[str, str] = {
     # validator
     "validator_max_samples": "Most dataset samples one validation uses.",
     "validator_attack_epsilon": "L-infinity budget of the adversarial attack (fraction of the input range).",
-    "validator_attack_queries": "Most model queries the adversarial attack may spend.",
+    "validator_attack_queries": "Most model queries the adversarial attack may spend on one sample.",
     "validator_attack_time_s": "Longest time the adversarial attack may run.",
+    "validator_attack_samples": "Samples the adversarial attack is run on (a seeded subset).",
+    "validator_noise_samples": "Samples the noise-robustness curve is measured on (a seeded subset).",
+    "validator_bootstrap": "Bootstrap resamples for the 95% confidence intervals.",
+    "validator_folds": "Stratified folds for the spread of the headline metrics.",
+    "validator_structural_samples": "Seeded samples for the structural check (and parity without a dataset).",
+    "validator_batch_size": "Samples per inference call (a model with a fixed batch size uses its own).",
+    "validator_concurrency": "Validations one validator replica runs at once.",
+    "validator_policy_dir": "Folder of per-model policy files <name>.json|.toml (default: <home>/policies).",
 }
 SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
 

@@ -49,10 +49,16 @@ class AnomalyAlert(Alert, kw_only=True, tag="alert.performance.anomaly"):
 
 
 class ValidationFailedAlert(Alert, kw_only=True, tag="alert.validation.failed"):
-    """``alerts.validation.failed.<name>``: the failed readiness criteria."""
+    """``alerts.validation.failed.<name>``: the failed readiness criteria (and those that could
+    not be measured, ``passed`` None), with the recommendations and the ``event_id`` of the
+    ``model.validated`` event carrying the full report."""
 
     ref: str
     failed: list[CriterionResult]
+    version: str = ""
+    variant: str = "base"
+    recommendations: list[str] = []
+    validated_event_id: str = ""
 
 
 class ConversionFailedAlert(Alert, kw_only=True, tag="alert.conversion.failed"):
