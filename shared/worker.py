@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -134,6 +135,11 @@ class Worker:
             deliver_new=self.deliver_new,
         )
         sub = await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        # A message whose handling kills the process (OOM, segfault in a native library) never
+        # reaches our own failure path; JetStream announces it when max_deliver is exhausted.
+        advisory = await self.bus.nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}", cb=self._on_max_deliveries
+        )
         self.log.info("consumer_started", stream=self.stream, subjects=[r.subject for r in self.routes])
         try:
             while not self._stopping.is_set():
@@ -179,6 +185,8 @@ class Worker:
                 await asyncio.wait(self._inflight, timeout=self.ack_wait_s)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await advisory.unsubscribe()
             self.log.info("consumer_stopped", handled=self.handled, failed=self.failed)
 
     # --- one message ----------------------------------------------------------------------
@@ -255,45 +263,96 @@ class Worker:
         with contextlib.suppress(Exception):
             await msg.nak(delay=delay)
 
+    async def _on_max_deliveries(self, advisory: Msg) -> None:
+        try:
+            info = json.loads(advisory.data)
+            seq = int(info["stream_seq"])
+            stored = await self.bus.js.get_msg(self.stream, seq)
+        except Exception as exc:
+            self.log.error("max_deliveries_advisory_unreadable", error=str(exc))
+            return
+        deliveries = int(info.get("deliveries", self.max_deliver))
+        error = f"gave up after {deliveries} deliveries without an outcome (the handler never finished)"
+        self.log.error("max_deliveries", subject=stored.subject, stream_seq=seq, deliveries=deliveries)
+        await self._record_dead_letter(
+            subject=stored.subject or "",
+            data=stored.data or b"",
+            headers=stored.headers or {},
+            stream=self.stream,
+            seq=seq,
+            deliveries=deliveries,
+            error_type="MaxDeliveriesExceeded",
+            error=error,
+            reason="max_deliver_advisory",
+        )
+
     async def _dead_letter(self, msg: Msg, exc: BaseException, *, reason: str) -> None:
         meta = msg.metadata
-        seq = meta.sequence.stream
-        error = str(exc) or type(exc).__name__
-        letter = DeadLetter(
-            event_id=f"dl-{meta.stream.lower()}-{seq}",
-            service=self.service,
+        recorded = await self._record_dead_letter(
             subject=msg.subject,
+            data=msg.data,
+            headers=msg.headers or {},
             stream=meta.stream,
-            stream_seq=seq,
+            seq=meta.sequence.stream,
             deliveries=meta.num_delivered,
             error_type=type(exc).__name__,
+            error=str(exc) or type(exc).__name__,
+            reason=reason,
+        )
+        if not recorded:
+            # Could not record it: leave the message to be redelivered rather than lose it.
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5.0)
+            return
+        with contextlib.suppress(Exception):
+            await msg.term()
+
+    async def _record_dead_letter(
+        self,
+        *,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        stream: str,
+        seq: int,
+        deliveries: int,
+        error_type: str,
+        error: str,
+        reason: str,
+    ) -> bool:
+        """Publish the dead letter and its alert; ids derive from the stream position, so a
+        second report of the same message (another replica, the advisory) dedupes."""
+        letter = DeadLetter(
+            event_id=f"dl-{stream.lower()}-{seq}",
+            service=self.service,
+            subject=subject,
+            stream=stream,
+            stream_seq=seq,
+            deliveries=deliveries,
+            error_type=error_type,
             error=error[:4000],
-            payload=msg.data[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
-            payload_bytes=len(msg.data),
-            headers={k: v for k, v in (msg.headers or {}).items() if "auth" not in k.lower()},
+            payload=data[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
+            payload_bytes=len(data),
+            headers={k: v for k, v in headers.items() if "auth" not in k.lower()},
             details={"reason": reason},
         )
         alert = DeadLetterAlert(
-            event_id=f"dla-{meta.stream.lower()}-{seq}",
+            event_id=f"dla-{stream.lower()}-{seq}",
             correlation_id=letter.event_id,
             severity="critical",
             name=self.service,
-            summary=f"{self.service} dead-lettered a message on {msg.subject}: {error[:200]}",
-            subject=msg.subject,
+            summary=f"{self.service} dead-lettered a message on {subject}: {error[:200]}",
+            subject=subject,
             error=error[:4000],
-            deliveries=meta.num_delivered,
+            deliveries=deliveries,
             stream_seq=seq,
         )
-        self.log.error("dead_lettered", subject=msg.subject, stream_seq=seq, error=error[:500], reason=reason)
+        self.log.error("dead_lettered", subject=subject, stream_seq=seq, error=error[:500], reason=reason)
         try:
             await self.bus.publish(subjects.deadletter(self.service), letter)
             await self.bus.publish(subjects.deadletter_alert(self.service), alert)
         except Exception as pub_exc:
-            # Could not record it: leave the message to be redelivered rather than lose it.
             self.log.error("dead_letter_publish_failed", error=str(pub_exc))
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=5.0)
-            return
+            return False
         self.dead_lettered += 1
-        with contextlib.suppress(Exception):
-            await msg.term()
+        return True

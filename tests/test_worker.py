@@ -148,3 +148,38 @@ def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
 
 def test_commands_carry_reply_to() -> None:
     assert "reply_to" in Command.__struct_fields__
+
+
+async def test_work_that_never_finishes_is_dead_lettered_through_the_advisory(bus: Bus) -> None:
+    """A process that dies in the middle of a message every time (simulated: a handler that
+    hangs without heartbeats) exhausts max_deliver without ever reaching our failure path;
+    JetStream's MAX_DELIVERIES advisory still gets the message dead-lettered."""
+
+    async def hangs(delivery: Delivery) -> None:
+        await asyncio.sleep(3600)
+
+    worker = Worker(
+        bus,
+        service="tester",
+        stream="MODELS",
+        durable="stuck",
+        routes=[Route(subjects.REGISTER, RegisterModel, hangs)],
+        ack_wait_s=1.0,
+        max_deliver=2,
+        concurrency=4,
+    )
+
+    async def no_heartbeat(msg) -> None:
+        return None
+
+    worker._heartbeat = no_heartbeat  # type: ignore[method-assign]
+    _tasks[worker] = asyncio.create_task(worker.run())
+    await bus.publish(subjects.REGISTER, command("stuck", "stuck-id"))
+    await eventually(lambda: worker.dead_lettered == 1, timeout=30)
+    for task in list(worker._inflight):
+        task.cancel()
+    await stop(worker)
+    client = Client(bus)
+    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=0.5)]
+    assert letter.message.details["reason"] == "max_deliver_advisory"
+    assert letter.message.payload and "stuck" in letter.message.payload
