@@ -1,0 +1,73 @@
+"""``ort-opt``: ONNX Runtime's offline graph optimisation (constant folding, redundant node
+elimination, operator fusions), saved as a model file.
+
+Level ``extended`` is the default because it is the highest level whose saved model is
+portable: ``all`` adds layout transformations (NCHWc) that ONNX Runtime itself warns are
+specific to the hardware that optimised the model. Optimisation runs on the CPU provider, so
+the saved graph holds no operator that only a GPU provider implements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+
+from services.converter.profiles.base import (
+    ConversionContext,
+    ConversionError,
+    Converted,
+    Profile,
+    UnsupportedModel,
+    check_known,
+    first_line,
+    op_histogram,
+    parse_choice,
+)
+
+LEVELS = ("basic", "extended", "layout", "all")
+
+
+class OrtOptimize(Profile):
+    id = "ort-opt"
+    description = "ONNX Runtime offline graph optimisation (level basic|extended|layout|all, default extended)"
+    precision = "fp32"
+
+    def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        check_known(options, ("level",), self.id)
+        return {"level": parse_choice(options, "level", LEVELS, "extended", self.id)}
+
+    def convert(self, context: ConversionContext) -> Converted:
+        import onnxruntime as ort
+
+        level = context.options.get("level", "extended")
+        levels = {
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "layout": getattr(
+                ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT", ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            ),
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        target = context.workdir / "ort-opt.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[level]
+        options.optimized_model_filepath = str(target)
+        options.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(context.source), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # the source itself does not load: nothing to optimise
+            raise UnsupportedModel(f"ONNX Runtime cannot load the source: {first_line(exc)}") from exc
+        if not target.exists():
+            raise ConversionError("ONNX Runtime did not write the optimised model")
+        before = op_histogram(onnx.load(str(context.source), load_external_data=False))
+        after = op_histogram(onnx.load(str(target), load_external_data=False))
+        return Converted(
+            target,
+            details={
+                "level": level,
+                "nodes_before": sum(before.values()),
+                "nodes_after": sum(after.values()),
+                "ops_after": after,
+            },
+        )
