@@ -199,3 +199,20 @@ def big_mlp(path: Path, *, target_bytes: int = 50 << 20, seed: int = 0) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def int_cast_graph(path: Path) -> Path:
+    """Integer ids cast to float inside the graph, then a MatMul: the float16 converter leaves
+    the Cast targeting float32, which the converter service retargets."""
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT), helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "int_cast",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

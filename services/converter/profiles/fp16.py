@@ -2,11 +2,10 @@
 onnxconverter-common's ``convert_float_to_float16(keep_io_types=True)``.
 
 Operators that must stay float32 are kept so: the library's default block list (the
-ai.onnx.ml operators, NonMaxSuppression, TopK, Resize, Range, CumSum, ...), plus any the
-request names (``op_block_list``, ``node_block_list``), plus, found by loading the result,
-any operator that ONNX Runtime's CPU provider has no float16 kernel for (it refuses such a
-model with "Could not find an implementation for <Op>"): that operator is added to the block
-list and the conversion is redone, so the variant always runs where it is checked.
+ai.onnx.ml operators, NonMaxSuppression, TopK, Resize, Range, CumSum, ...) plus any the request
+names (options ``op_block_list``, ``node_block_list``). ONNX Runtime's CPU provider runs the
+rest (it casts around the few operators it has no float16 kernel for), so the variant is
+checked on the runtime that loads it.
 
 Two library gaps are closed here. A ``Cast`` to the type its input already has (scikit-learn
 MLPs start with ``Cast(X, to=FLOAT)``) makes the library drop the graph-input cast it inserted
@@ -18,7 +17,6 @@ converted.
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -41,9 +39,6 @@ from services.converter.profiles.base import (
     parse_names,
     save_model,
 )
-
-_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
-MAX_RETRIES = 8
 
 
 def default_block_list() -> list[str]:
@@ -142,59 +137,53 @@ class Float16(Profile):
         opts = context.options
         blocked_ops = set(default_block_list()) | set(opts.get("op_block_list", []))
         blocked_nodes = set(opts.get("node_block_list", []))
-        kept_for_runtime: list[str] = []
         target = context.workdir / "fp16.onnx"
-        for _ in range(MAX_RETRIES):
-            model = load_model(context.source)
-            fixes = normalize_opset_imports(model)
-            noop_casts = neutralize_noop_casts(model)
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    # The library warns once per tensor holding values outside float16's
-                    # range; the count goes into the report instead.
-                    warnings.simplefilter("always")
-                    converted = convert_float_to_float16(
-                        model,
-                        min_positive_val=opts.get("min_positive_val", 1e-7),
-                        max_finite_val=opts.get("max_finite_val", 1e4),
-                        keep_io_types=True,
-                        op_block_list=sorted(blocked_ops),
-                        node_block_list=sorted(blocked_nodes),
-                    )
-            except Exception as exc:  # the library raises ValueError, onnx InferenceError, ...
-                raise ConversionError(f"float16 conversion failed: {first_line(exc)}") from exc
-            del model
-            clamped = sum(1 for w in caught if "truncated" in str(w.message))
-            computing = float16_nodes(converted, blocked_ops, blocked_nodes)
-            if computing == 0:
-                kept = sorted({n.op_type for n in converted.graph.node} & blocked_ops)
-                raise NotApplicable(
-                    "no operator of this graph would compute in float16: its float computation is all in "
-                    f"operators that stay float32 ({', '.join(kept) or 'none'})"
+        model = load_model(context.source)
+        fixes = normalize_opset_imports(model)
+        noop_casts = neutralize_noop_casts(model)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                # The library warns once per tensor holding values outside float16's range;
+                # the count goes into the report instead.
+                warnings.simplefilter("always")
+                converted = convert_float_to_float16(
+                    model,
+                    min_positive_val=opts.get("min_positive_val", 1e-7),
+                    max_finite_val=opts.get("max_finite_val", 1e4),
+                    keep_io_types=True,
+                    op_block_list=sorted(blocked_ops),
+                    node_block_list=sorted(blocked_nodes),
                 )
-            casts = retarget_casts(converted, blocked_ops, blocked_nodes)
-            save_model(converted, target)
-            del converted
-            try:
-                runner = OrtRunner(target)
-            except RuntimeLoadError as exc:
-                match = _NO_KERNEL.search(str(exc))
-                if match is None or match.group(1) in blocked_ops:
-                    raise ConversionError(f"the float16 model does not load in ONNX Runtime: {exc}") from exc
-                blocked_ops.add(match.group(1))
-                kept_for_runtime.append(match.group(1))
-                continue
-            return Converted(
-                target,
-                runner=runner,
-                details={
-                    "float16_nodes": computing,
-                    "casts_retargeted": casts,
-                    "noop_casts_removed": noop_casts,
-                    "tensors_with_clamped_values": clamped,
-                    "kept_float32_for_runtime": kept_for_runtime,
-                    "extra_block_list": sorted(set(opts.get("op_block_list", [])) | set(kept_for_runtime)),
-                    "fixes": fixes,
-                },
+        except Exception as exc:  # the library raises ValueError, onnx InferenceError, ...
+            raise ConversionError(f"float16 conversion failed: {first_line(exc)}") from exc
+        del model
+        clamped = sum(1 for w in caught if "truncated" in str(w.message))
+        computing = float16_nodes(converted, blocked_ops, blocked_nodes)
+        if computing == 0:
+            kept = sorted({n.op_type for n in converted.graph.node} & blocked_ops)
+            raise NotApplicable(
+                "no operator of this graph would compute in float16: its float computation is all in "
+                f"operators that stay float32 ({', '.join(kept) or 'none'})"
             )
-        raise ConversionError(f"float16 model still has operators without a kernel after blocking {kept_for_runtime}")
+        casts = retarget_casts(converted, blocked_ops, blocked_nodes)
+        save_model(converted, target)
+        del converted
+        try:
+            runner = OrtRunner(target)
+        except RuntimeLoadError as exc:
+            raise ConversionError(
+                f"the float16 model does not load in ONNX Runtime: {exc} (keep the operator float32 with "
+                "option op_block_list)"
+            ) from exc
+        return Converted(
+            target,
+            runner=runner,
+            details={
+                "float16_nodes": computing,
+                "casts_retargeted": casts,
+                "noop_casts_removed": noop_casts,
+                "tensors_with_clamped_values": clamped,
+                "extra_block_list": sorted(set(opts.get("op_block_list", []))),
+                "fixes": fixes,
+            },
+        )

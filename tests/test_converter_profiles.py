@@ -1,0 +1,263 @@
+"""Every CPU profile on real models made locally (scikit-learn via skl2onnx, a torch CNN,
+onnx.helper graphs with dynamic dims), through the converter's pipeline: convert, run source
+and variant with ONNX Runtime on identical inputs, check parity. TensorRT runs where a GPU
+exists (``gpu`` marker)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from services.converter.inputs import dataset_inputs, synthetic_inputs
+from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile
+from services.converter.profiles import InvalidOptions, UnknownProfile, get_profile
+from services.converter.profiles.base import normalize_opset_imports
+from services.converter.profiles.tensorrt import TensorRTEngine, profile_shapes
+from shared.contracts.conversion import Tolerance
+from shared.datasets import load_dataset
+from shared.gpu import gpu_available
+from shared.onnxmeta import graph_inputs, graph_outputs
+from tests.support import converter_models as cm
+from tests.support.models import digits_classifier, digits_dataset, mlp
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@dataclass
+class Model:
+    path: Path
+    dataset: Path | None = None
+    task: str | None = None
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Model]:
+    d = tmp_path_factory.mktemp("converter-models")
+    out = {
+        "mlp": Model(mlp(d / "mlp.onnx")),
+        "two_inputs": Model(cm.two_input_graph(d / "two.onnx")),
+        "int_cast": Model(cm.int_cast_graph(d / "int_cast.onnx")),
+        "skl_classifier": Model(
+            cm.skl_mlp_classifier(d / "sklc.onnx"), digits_dataset(d / "digits.npz"), "classification"
+        ),
+        "skl_regressor": Model(
+            cm.skl_mlp_regressor(d / "sklr.onnx"), cm.diabetes_dataset(d / "diabetes.npz"), "regression"
+        ),
+        "logreg": Model(digits_classifier(d / "logreg.onnx"), d / "digits.npz", "classification"),
+        "logreg_zipmap": Model(digits_classifier(d / "zipmap.onnx", zipmap=True), d / "digits.npz", "classification"),
+        "linreg": Model(cm.skl_linear_regressor(d / "linreg.onnx"), d / "diabetes.npz", "regression"),
+    }
+    if HAS_TORCH:
+        out["torch_cnn"] = Model(cm.torch_cnn(d / "cnn.onnx"), cm.digits_images(d / "images.npz"), "classification")
+    return out
+
+
+def convert(
+    model: Model,
+    profile_id: str,
+    workdir: Path,
+    *,
+    use_dataset: bool = True,
+    calibration: Path | None = None,
+    tolerance: Tolerance | None = None,
+    options: dict | None = None,
+    samples: int = 128,
+):
+    proto = onnx.load(str(model.path), load_external_data=False)
+    inputs, outputs = graph_inputs(proto), graph_outputs(proto)
+    dataset = None
+    if use_dataset and model.dataset is not None:
+        dataset = dataset_inputs(load_dataset(model.dataset, inputs), inputs, samples=samples)
+    calib = None
+    if calibration is not None:
+        calib = dataset_inputs(load_dataset(calibration, inputs), inputs, samples=samples, source="calibration")
+    profile = get_profile(profile_id)
+    run = ProfileRun(
+        profile=profile,
+        options=profile.normalize_options(options or {}),
+        source=model.path,
+        source_ref="test@1.0.0",
+        source_sha256="0" * 64,
+        inputs=inputs,
+        outputs=outputs,
+        workdir=workdir / profile_id,
+        data=DataPlan(dataset, calib, lambda: synthetic_inputs(inputs, samples=samples, seed=0)),
+        references=References(model.path),
+        task=model.task,
+        tolerance=tolerance,
+    )
+    return run_profile(run)
+
+
+CPU_PROFILES = ["ort-opt", "fp16", "int8-dynamic", "int8-static", "opset-19"]
+WITH_DATA = ["skl_classifier", "skl_regressor", "torch_cnn"]
+
+
+@pytest.mark.parametrize("profile_id", CPU_PROFILES)
+@pytest.mark.parametrize("name", WITH_DATA)
+def test_profile_converts_and_passes_parity(models, tmp_path: Path, name: str, profile_id: str) -> None:
+    if name not in models:
+        pytest.skip("torch is not installed")
+    model = models[name]
+    outcome = run_ok = convert(model, profile_id, tmp_path)
+    report = outcome.report
+    assert outcome.path.is_file() and report.parity is not None and report.parity.passed
+    assert report.parity.input_source == "dataset"
+    assert report.size_after_bytes == outcome.path.stat().st_size and report.variant_sha256
+    assert report.conversion_s > 0 and report.duration_s >= report.conversion_s
+    assert all(o.compared for o in report.parity.outputs)
+    metrics = [o for o in report.parity.outputs if o.metric]
+    assert metrics, "labelled data gives the task metric"
+    expected_metric = "rmse" if model.task == "regression" else "accuracy"
+    assert {o.metric for o in metrics} == {expected_metric}
+    if profile_id == "int8-static":
+        assert report.parity.calibration_source == "dataset" and report.parity.calibration_samples > 0
+        assert "split" in report.parity.note
+    if profile_id in ("fp16", "int8-dynamic", "int8-static"):
+        assert report.size_after_bytes < report.size_before_bytes or name == "skl_regressor"
+    onnx.checker.check_model(onnx.load(str(run_ok.path)), full_check=True)
+
+
+@pytest.mark.parametrize("profile_id", ["ort-opt", "fp16", "int8-dynamic", "opset-19"])
+@pytest.mark.parametrize("name", ["mlp", "two_inputs", "int_cast"])
+def test_helper_graphs_with_dynamic_dims_on_synthetic_inputs(
+    models, tmp_path: Path, name: str, profile_id: str
+) -> None:
+    outcome = convert(models[name], profile_id, tmp_path)
+    parity = outcome.report.parity
+    assert parity.passed and parity.input_source == "synthetic" and parity.samples == 128
+    assert parity.note.startswith("seeded synthetic inputs")
+    if name == "int_cast" and profile_id == "fp16":
+        assert outcome.report.details["casts_retargeted"] == 1
+
+
+def test_fp16_closes_skl2onnx_cast_gap(models, tmp_path: Path) -> None:
+    report = convert(models["skl_classifier"], "fp16", tmp_path).report
+    assert report.details["noop_casts_removed"] == 1
+    probs = next(o for o in report.parity.outputs if o.name == "probabilities")
+    assert probs.max_abs_error < 1e-2 and probs.top1_agreement == 1.0
+
+
+def test_int8_static_with_request_calibration_checks_on_dataset(models, tmp_path: Path) -> None:
+    calib = tmp_path / "calib.npz"
+    digits_dataset(calib, start=0)
+    report = convert(models["skl_classifier"], "int8-static", tmp_path, calibration=calib).report
+    assert report.parity.input_source == "dataset" and report.parity.calibration_source == "calibration"
+    assert report.details["calibration_samples"] == 128
+
+
+def test_int8_static_without_calibration_data_needs_it(models, tmp_path: Path) -> None:
+    with pytest.raises(ConversionFailure) as err:
+        convert(models["mlp"], "int8-static", tmp_path)
+    assert err.value.reason == "needs_calibration_data"
+    assert "calibration" in err.value.message
+
+
+def test_impossible_tolerance_fails_parity_with_report(models, tmp_path: Path) -> None:
+    with pytest.raises(ConversionFailure) as err:
+        convert(models["skl_classifier"], "fp16", tmp_path, tolerance=Tolerance(atol=0.0, rtol=0.0))
+    failure = err.value
+    assert failure.reason == "parity_failed"
+    assert failure.report is not None and failure.report.parity is not None and not failure.report.parity.passed
+    probs = next(o for o in failure.report.parity.outputs if o.name == "probabilities")
+    assert "atol/rtol" in probs.failed and probs.tolerance.atol == 0.0
+    assert "probabilities: failed atol/rtol" in failure.message
+
+
+@pytest.mark.parametrize("profile_id", ["fp16", "int8-dynamic", "int8-static"])
+@pytest.mark.parametrize("name", ["logreg", "logreg_zipmap", "linreg"])
+def test_single_ml_operator_models_are_not_applicable(models, tmp_path: Path, name: str, profile_id: str) -> None:
+    with pytest.raises(ConversionFailure) as err:
+        convert(models[name], profile_id, tmp_path)
+    assert err.value.reason == "not_applicable" and err.value.skipped
+    assert "ai.onnx.ml" in err.value.message or "float32" in err.value.message
+
+
+@pytest.mark.parametrize("profile_id", ["ort-opt", "opset-19"])
+@pytest.mark.parametrize("name", ["logreg", "logreg_zipmap", "linreg"])
+def test_ml_operator_models_optimise_and_compare(models, tmp_path: Path, name: str, profile_id: str) -> None:
+    report = convert(models[name], profile_id, tmp_path).report
+    assert report.parity.passed
+    if name == "logreg_zipmap":
+        zipmap = next(o for o in report.parity.outputs if o.name == "output_probability")
+        assert zipmap.compared and zipmap.max_abs_error == 0.0 and zipmap.metric == "accuracy"
+        assert "sequence of maps compared as an [N, 10] matrix" in zipmap.note
+
+
+def test_duplicate_opset_imports_are_normalised(models) -> None:
+    proto = onnx.load(str(models["logreg"].path))
+    assert [o.domain for o in proto.opset_import].count("") == 2  # what skl2onnx writes
+    changes = normalize_opset_imports(proto)
+    assert changes == ["removed duplicate opset import ai.onnx 17"]
+    assert [o.domain for o in proto.opset_import].count("") == 1
+    onnx.checker.check_model(proto, full_check=True)
+
+
+def test_int8_dynamic_on_skl2onnx_duplicate_opset_model(models, tmp_path: Path) -> None:
+    # The skl2onnx MLP carries the duplicate too; quantize_dynamic would raise "Failed to find
+    # proper ai.onnx domain" without the normalisation.
+    proto = onnx.load(str(models["skl_classifier"].path))
+    duplicates = [o.domain for o in proto.opset_import].count("") > 1
+    report = convert(models["skl_classifier"], "int8-dynamic", tmp_path).report
+    assert report.details["quantized_nodes"] > 0
+    if duplicates:
+        assert report.details["fixes"]
+
+
+def test_options_and_profile_ids_are_validated() -> None:
+    with pytest.raises(UnknownProfile, match="unknown profile 'int4'"):
+        get_profile("int4")
+    with pytest.raises(InvalidOptions, match="outside what onnx"):
+        get_profile("opset-999")
+    with pytest.raises(InvalidOptions, match="unknown option"):
+        get_profile("int8-dynamic").normalize_options({"bits": 4})
+    with pytest.raises(InvalidOptions, match="must be one of"):
+        get_profile("ort-opt").normalize_options({"level": "ludicrous"})
+    assert get_profile("ort-opt").normalize_options({}) == {"level": "extended"}
+
+
+def test_ort_opt_level_is_recorded(models, tmp_path: Path) -> None:
+    report = convert(models["mlp"], "ort-opt", tmp_path, options={"level": "basic"}).report
+    assert report.details["level"] == "basic" and report.options == {"level": "basic"}
+
+
+def test_opset_already_current_is_not_applicable(models, tmp_path: Path) -> None:
+    with pytest.raises(ConversionFailure) as err:
+        convert(models["mlp"], "opset-17", tmp_path)
+    assert err.value.reason == "not_applicable" and "already uses ai.onnx opset 17" in err.value.message
+
+
+def test_tensorrt_profile_shapes() -> None:
+    low, opt, high = profile_shapes("image", (-1, 3, -1, -1), batch=32, shapes={"image": [8, 3, 64, 64]}, options={})
+    assert (low, opt, high) == ([1, 3, 1, 1], [8, 3, 64, 64], [8, 3, 64, 64])
+    low, opt, high = profile_shapes("x", (-1, 16), batch=32, shapes={}, options={})
+    assert (low, opt, high) == ([1, 16], [32, 16], [32, 16])
+    explicit = {"min_shapes": {"x": [1, 16]}, "opt_shapes": {"x": [4, 16]}, "max_shapes": {"x": [64, 16]}}
+    assert profile_shapes("x", (-1, 16), batch=32, shapes={}, options=explicit) == ([1, 16], [4, 16], [64, 16])
+
+
+@pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
+def test_tensorrt_unavailable_without_gpu(models, tmp_path: Path) -> None:
+    for precision in ("fp16", "int8"):
+        assert TensorRTEngine(precision).availability()
+    with pytest.raises(ConversionFailure) as err:
+        convert(models["mlp"], "trt-fp16", tmp_path)
+    assert err.value.reason == "unavailable_on_host" and err.value.skipped
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("profile_id", ["trt-fp16", "trt-int8"])
+def test_tensorrt_engine_builds_and_passes_parity(models, tmp_path: Path, profile_id: str) -> None:
+    reason = get_profile(profile_id).availability()
+    if reason:
+        pytest.skip(reason)
+    name = "torch_cnn" if "torch_cnn" in models else "skl_classifier"
+    outcome = convert(models[name], profile_id, tmp_path)
+    assert outcome.format == "tensorrt-engine" and outcome.report.parity.passed
+    assert outcome.report.details["tensorrt_version"]
+    assert np.isfinite(outcome.report.size_after_bytes)
