@@ -105,6 +105,7 @@ _V1 = (
         median_ratio DOUBLE,
         p_threshold DOUBLE,
         effect_threshold DOUBLE,
+        verdict_message VARCHAR,
         notes VARCHAR
     )
     """,
@@ -387,6 +388,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "median_ratio",
     "p_threshold",
     "effect_threshold",
+    "verdict_message",
     "notes",
 )
 
@@ -432,6 +434,16 @@ class History:
         """A new connection to the same database instance (for readers on other threads)."""
         return self.con.cursor()
 
+    def reader(self) -> History:
+        """This history's query methods on a connection of their own, for use on another
+        thread (each DuckDB connection is single-threaded; the instance is shared). Close it
+        with ``reader.con.close()``."""
+        view = History.__new__(History)
+        view.path = self.path
+        view.con = self.con.cursor()
+        view.applied = []
+        return view
+
     @property
     def schema_version(self) -> int:
         return current_version(self.con)
@@ -474,7 +486,8 @@ class History:
         self.con.register("_incoming_samples", table)
         try:
             self.con.execute(
-                "INSERT INTO latency_samples SELECT ?, seq, window_index, thread_index, offset_ns, latency_ns FROM _incoming_samples",
+                "INSERT INTO latency_samples"
+                " SELECT ?, seq, window_index, thread_index, offset_ns, latency_ns FROM _incoming_samples",
                 [run_id],
             )
         finally:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
