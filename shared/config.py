@@ -79,6 +79,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     anomaly_window: int = 200
     anomaly_z_threshold: float = 4.0
     anomaly_min_interval_s: float = 60.0
+    bench_auto: bool = True
+    bench_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    bench_batch_sizes: str = "1"
     # --- validator (block owned by services/validator) ---
     validator_max_samples: int = 10_000
     validator_attack_epsilon: float = 0.05
@@ -207,6 +210,9 @@ FIELD_DOCS: dict[str, str] = {
     "anomaly_window": "Production samples per rolling window checked for anomalies.",
     "anomaly_z_threshold": "Robust z-score of a window median that opens an incident.",
     "anomaly_min_interval_s": "Least seconds between two alerts of one model (rate limit).",
+    "bench_auto": "Benchmark every registered variant automatically (default config).",
+    "bench_providers": "Execution providers of the default config (unavailable ones are skipped).",
+    "bench_batch_sizes": "Batch sizes of the default config, comma-separated (e.g. 1,8).",
     # validator
     "validator_max_samples": "Most dataset samples one validation uses.",
     "validator_attack_epsilon": "L-infinity budget of the adversarial attack (fraction of the input range).",
