@@ -6,6 +6,7 @@ name, or a service name for pipeline alerts), so a generic subscriber can show a
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from shared.contracts.base import Event, Message
@@ -21,7 +22,12 @@ class Alert(Event, kw_only=True):
 
 
 class RegressionAlert(Alert, kw_only=True, tag="alert.performance.regression"):
-    """``alerts.performance.regression.<name>``: both runs' figures, p-value and ratio."""
+    """``alerts.performance.regression.<name>``: both runs' figures, p-value and ratio.
+
+    ``run`` is the new configuration result (its ``latency`` and ``throughput_ips``);
+    ``baseline_latency``/``baseline_throughput_ips`` are the baseline run's. ``p_value`` is the
+    one-sided Mann-Whitney U p-value (new slower than baseline) on the raw samples and
+    ``median_ratio`` = new median / baseline median; both thresholds were exceeded."""
 
     ref: str
     baseline_ref: str
@@ -32,10 +38,23 @@ class RegressionAlert(Alert, kw_only=True, tag="alert.performance.regression"):
     median_ratio: float
     p_threshold: float
     effect_threshold: float
+    version: str = ""
+    variant: str = "base"
+    config_key: str = ""
+    hardware_id: str = ""
+    baseline_throughput_ips: float | None = None
+    baseline_started_at: datetime | None = None
 
 
 class AnomalyAlert(Alert, kw_only=True, tag="alert.performance.anomaly"):
-    """``alerts.performance.anomaly.<name>``: an incident ``opened`` then ``resolved``."""
+    """``alerts.performance.anomaly.<name>``: an incident ``opened`` then ``resolved``.
+
+    One incident per (model version and variant, host): ``opened`` when a completed window of
+    ``window_samples`` production latencies leaves the baseline (``detector`` says which rule
+    fired: ``robust_z`` on the window median, or ``ewma`` of those z-scores for slow drift),
+    ``resolved`` (same ``incident_id``) after enough windows back within bounds. ``score`` is the
+    z-score (or EWMA) of the window that triggered the alert, ``threshold`` the limit it crossed.
+    Timestamps in ``window_end`` are the producer's sample times."""
 
     ref: str
     incident_id: str
@@ -46,6 +65,13 @@ class AnomalyAlert(Alert, kw_only=True, tag="alert.performance.anomaly"):
     score: float
     threshold: float
     host: str | None = None
+    version: str = ""
+    variant: str = "base"
+    window_samples: int = 0
+    window_end: datetime | None = None
+    opened_at: datetime | None = None
+    windows_anomalous: int = 0
+    suppressed: int = 0  # incidents not raised because of the rate limit since the last alert
 
 
 class ValidationFailedAlert(Alert, kw_only=True, tag="alert.validation.failed"):
