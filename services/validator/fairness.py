@@ -10,6 +10,9 @@ usual one):
   samples predicted as a class;
 - equalized-odds difference: the largest spread of the TPR or the FPR.
 
+With a positive class (binary tasks, or ``positive_label``) the spreads are the positive
+class's alone.
+
 Worst-group accuracy is the lowest group accuracy. A disparity is *detected* when the
 equalized-odds difference exceeds ``max_gap`` and a chi-square test of independence between
 group and correctness rejects at ``alpha``: a large gap measured on a handful of samples is
@@ -136,6 +139,8 @@ def group_fairness(
             "selection_rate": _none_if_nan(g_sel),
         }
     tpr_arr, fpr_arr, sel_arr = np.array(tprs), np.array(fprs), np.array(sels)
+    if positive is not None:  # binary (or a chosen class): the positive class's rates only
+        tpr_arr, fpr_arr, sel_arr = tpr_arr[:, [positive]], fpr_arr[:, [positive]], sel_arr[:, [positive]]
     tpr_diff, fpr_diff = _spread(tpr_arr), _spread(fpr_arr)
     accuracies = {k: v["accuracy"] for k, v in per_group.items()}
     worst = min(accuracies, key=accuracies.__getitem__)

@@ -4,7 +4,8 @@ and limit, ``ready`` only when every one passes, and concrete recommendations.
 A requirement that cannot be measured (no dataset, no benchmark yet) is not passed: it is
 listed with ``passed = None`` and the reason, and the model is not ready. Built-in default
 requirements are the exception: they only apply where they can be measured (parity only for
-variants, fairness only when the dataset has groups).
+variants, fairness only when the dataset has groups); so do parity requirements from metadata
+or policy files on a model that has no parent.
 """
 
 from __future__ import annotations
@@ -52,16 +53,22 @@ def _fmt(metric: str, value: float | None) -> str:
 
 
 def judge(
-    requirements: list[Sourced], measured: dict[str, float | None], reasons: dict[str, str] | None = None
+    requirements: list[Sourced],
+    measured: dict[str, float | None],
+    reasons: dict[str, str] | None = None,
+    not_applicable: frozenset[str] = frozenset(),
 ) -> list[CriterionResult]:
+    """``not_applicable``: metrics that can never be measured for this model (parity figures
+    of a model without a parent); a policy's requirement on them is left out, so one fleet-wide
+    policy serves base models and variants alike. The request's own requirements are kept."""
     reasons = reasons or {}
     out = []
     for item in requirements:
         req = item.requirement
         value = measured.get(req.metric)
         if value is None or value != value:  # None or NaN
-            if item.source == "default":
-                continue  # a default applies only where it can be measured
+            if item.source == "default" or (req.metric in not_applicable and item.source != "request"):
+                continue  # applies only where it can be measured
             why = reasons.get(req.metric, "not measured")
             out.append(
                 CriterionResult(

@@ -29,60 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from shared.contracts.identity import is_valid_name
-from shared.contracts.validation import Requirement
+from shared.contracts.validation import (
+    METRIC_ALIASES,
+    METRICS,
+    OPS,
+    Requirement,
+    RequirementError,
+    canonical_metric,
+    parse_requirement,
+)
 from shared.errors import InferlabError
-
-OPS = (">=", "<=", "==", ">", "<")
-
-# name -> (what it measures, unit, higher is better)
-METRICS: dict[str, tuple[str, str, bool]] = {
-    "accuracy": ("share of samples classified correctly", "", True),
-    "macro_f1": ("mean F1 over classes", "", True),
-    "map50": ("detection mAP at IoU 0.5", "", True),
-    "map": ("COCO detection mAP over IoU 0.50:0.95", "", True),
-    "mae": ("regression mean absolute error", "", False),
-    "rmse": ("regression root mean squared error", "", False),
-    "r2": ("regression coefficient of determination", "", True),
-    "p50_ms": ("benchmarked median latency", "ms", False),
-    "p99_ms": ("benchmarked 99th-percentile latency", "ms", False),
-    "throughput_ips": ("benchmarked best throughput", "inferences/s", True),
-    "memory_mb": ("benchmarked peak memory", "MiB", False),
-    "robust_accuracy": ("accuracy under Gaussian noise at the reference strength", "", True),
-    "noise_breakpoint": ("noise strength where accuracy first drops by more than max_drop", "x std", True),
-    "adversarial_accuracy": ("accuracy under the black-box L-inf attack", "", True),
-    "eo_difference": ("equalized-odds difference across groups", "", False),
-    "dp_difference": ("demographic-parity difference across groups", "", False),
-    "worst_group_accuracy": ("lowest per-group accuracy", "", True),
-    "top1_agreement": ("share of samples where the variant predicts the parent's class", "", True),
-    "accuracy_drop": ("accuracy lost against the parent", "points", False),
-    "mcnemar_p": ("McNemar exact p-value, variant vs parent", "", True),
-    "structural": ("structural check passed (1) or not (0)", "", True),
-    "parity": ("parity with the parent passed (1) or not (0)", "", True),
-    "fairness": ("no significant fairness disparity (1) or a detected one (0)", "", True),
-}
-_TOP_K = re.compile(r"^top(\d+)_accuracy$")
-
-ALIASES = {
-    "p99": "p99_ms",
-    "latency_p99_ms": "p99_ms",
-    "p99_latency_ms": "p99_ms",
-    "p50": "p50_ms",
-    "latency_p50_ms": "p50_ms",
-    "throughput": "throughput_ips",
-    "memory": "memory_mb",
-    "peak_memory_mb": "memory_mb",
-    "f1": "macro_f1",
-    "top1_accuracy": "accuracy",
-    "map_50": "map50",
-    "map@0.5": "map50",
-    "map@[.5:.95]": "map",
-    "fairness_gap": "eo_difference",
-    "equalized_odds_difference": "eo_difference",
-    "demographic_parity_difference": "dp_difference",
-    "agreement": "top1_agreement",
-    "accuracy_drop_points": "accuracy_drop",
-    "robustness": "robust_accuracy",
-}
 
 SOURCES = ("request", "metadata", "policy", "default-policy", "default")
 BUILTIN_DEFAULTS = (
@@ -91,46 +47,28 @@ BUILTIN_DEFAULTS = (
     Requirement(metric="fairness", op=">=", value=1.0),
 )
 
-_TEXT = re.compile(
-    r"^\s*(?P<metric>[A-Za-z0-9_@.\[\]:]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-    r"\s*(?P<unit>%|ms|mb|mib)?\s*$"
-)
-
-
-class RequirementError(InferlabError):
-    code = "invalid_requirement"
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "METRICS",
+    "METRIC_ALIASES",
+    "Policy",
+    "PolicyError",
+    "RequirementError",
+    "Sourced",
+    "canonical_metric",
+    "load_policy",
+    "parse_requirement",
+    "parse_requirements",
+    "resolve",
+]
 
 
 class PolicyError(InferlabError):
     code = "invalid_policy"
 
 
-def canonical_metric(name: str) -> str:
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key in METRICS or _TOP_K.match(key):
-        return key
-    raise RequirementError(
-        f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}, topK_accuracy (e.g. top5_accuracy)"
-    )
-
-
 def higher_is_better(metric: str) -> bool:
     return METRICS[metric][2] if metric in METRICS else True
-
-
-def parse_requirement(text: str) -> Requirement:
-    """``"accuracy>=0.95"`` -> Requirement(metric="accuracy", op=">=", value=0.95)."""
-    match = _TEXT.match(text)
-    if not match:
-        raise RequirementError(
-            f"cannot read requirement {text!r}: write METRIC OP VALUE, e.g. accuracy>=0.95 or p99_ms<=5"
-        )
-    metric = canonical_metric(match["metric"])
-    value = float(match["value"])
-    if match["unit"] == "%":
-        value /= 100.0
-    return Requirement(metric=metric, op=match["op"], value=value)
 
 
 def check_requirement(req: Requirement) -> Requirement:

@@ -31,7 +31,7 @@ import onnxruntime as ort
 from services.validator.metrics import Detections, encode
 from shared.contracts.registry import TensorSpec
 from shared.errors import InferlabError
-from shared.onnxmeta import spec_from_session_arg
+from shared.onnxmeta import graph_outputs, spec_from_session_arg
 
 DEFAULT_DYNAMIC_DIM = 16
 _CLASSIFIER_OPS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
@@ -56,6 +56,9 @@ class OutputError(InferlabError):
 class GraphFacts:
     class_labels: np.ndarray | None
     int_bounds: dict[str, int]
+    # outputs as the file declares them (ONNX Runtime reports shapes merged with its own
+    # inference, which would hide a declaration the graph does not honour)
+    outputs: list[TensorSpec] | None = None
 
 
 def read_graph_facts(path: Path) -> GraphFacts:
@@ -86,7 +89,11 @@ def read_graph_facts(path: Path) -> GraphFacts:
             if indices in graph_inputs and data in initializers and initializers[data]:
                 bound = int(initializers[data][0])
                 bounds[indices] = min(bounds.get(indices, bound), bound)
-    return GraphFacts(class_labels=zipmap_labels if zipmap_labels is not None else labels, int_bounds=bounds)
+    return GraphFacts(
+        class_labels=zipmap_labels if zipmap_labels is not None else labels,
+        int_bounds=bounds,
+        outputs=graph_outputs(model),
+    )
 
 
 class Runner:
@@ -122,6 +129,10 @@ class Runner:
             self.facts = read_graph_facts(path)
         except Exception:  # ORT loaded it; facts are a convenience
             self.facts = GraphFacts(class_labels=None, int_bounds={})
+
+    @property
+    def declared_outputs(self) -> list[TensorSpec]:
+        return self.facts.outputs if self.facts.outputs is not None else self.outputs
 
     @property
     def float_inputs(self) -> list[str]:

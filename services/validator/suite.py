@@ -30,11 +30,11 @@ from services.validator.runner import (
     seeded_inputs,
 )
 from services.validator.structural import check_structure
-from shared.contracts.validation import CheckOutcome, ValidationReport
+from shared.contracts.validation import CHECKS, CheckOutcome, ValidationReport
 from shared.datasets import Dataset
 from shared.errors import InferlabError
 
-ALL_CHECKS = ("structural", "parity", "metrics", "fairness", "robustness", "adversarial")
+ALL_CHECKS = CHECKS
 TASKS = ("classification", "text-classification", "detection", "regression")
 _TASK_ALIASES = {
     "image-classification": "classification",
@@ -433,7 +433,7 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
                 raise
             seeded = _rows(dataset.inputs, _seeded_rows(dataset.samples, n, config.seed, 2))
             source = "seeded dataset rows"
-        result = check_structure(lambda f: runner.run(f), runner.inputs, runner.outputs, seeded)
+        result = check_structure(lambda f: runner.run(f), runner.inputs, runner.declared_outputs, seeded)
         figures = result.figures()
         figures["inputs"] = source
         outcomes["structural"] = CheckOutcome(
@@ -561,7 +561,8 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
         for metric in _METRICS_OF_CHECK.get(check, ()):
             reasons.setdefault(metric, why)
     advance("readiness")
-    criteria = readiness.judge(inp.requirements, measured, reasons)
+    not_applicable = frozenset(_METRICS_OF_CHECK["parity"]) if inp.parent_runner is None else frozenset()
+    criteria = readiness.judge(inp.requirements, measured, reasons, not_applicable)
     ready = readiness.is_ready(criteria)
     recommendations = readiness.recommend(criteria, ctx)
 

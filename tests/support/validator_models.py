@@ -131,7 +131,14 @@ def token_classifier(path: Path, *, vocab: int = 40, classes: int = 3, length: i
 
 
 def token_dataset(
-    path: Path, *, n: int = 600, vocab: int = 40, classes: int = 3, length: int = 12, topical: float = 0.6, seed: int = 5
+    path: Path,
+    *,
+    n: int = 600,
+    vocab: int = 40,
+    classes: int = 3,
+    length: int = 12,
+    topical: float = 0.6,
+    seed: int = 5,
 ) -> Path:
     """Documents of ``length`` token ids: a share ``topical`` drawn from the label's topic
     band, the rest uniform over the vocabulary (so some documents are ambiguous)."""
@@ -247,3 +254,34 @@ def random_model(path: Path) -> Path:
 def wrong_shape_model(path: Path) -> Path:
     """Declares logits [batch, 3] but computes [batch, 4]."""
     return _float_graph(path, [helper.make_node("Identity", ["input"], ["logits"])], ["batch", 3])
+
+
+def unloadable_model(path: Path) -> Path:
+    """A well-formed graph that passes onnx.checker (and so the registry) but uses an
+    operator from a domain ONNX Runtime does not know: it will not load."""
+    graph = helper.make_graph(
+        [helper.make_node("Mystery", ["input"], ["logits"], domain="com.example")],
+        "unloadable",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def mlp_fixed_batch(path: Path, *, batch: int = 4, features: int = 16, classes: int = 4, seed: int = 0) -> Path:
+    """A linear classifier whose batch dimension is fixed (exported for one batch size)."""
+    w = np.random.default_rng(seed).standard_normal((features, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["logits"])],
+        "fixed_batch",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

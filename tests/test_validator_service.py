@@ -1,0 +1,402 @@
+"""The validator end to end: registry and validator in-process against a real nats-server,
+real skl2onnx models and scikit-learn datasets, the CLI as a real child process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.registry.service import RegistryService
+from services.validator.service import Job, ValidatorService
+from shared.config import Settings
+from shared.contracts import subjects
+from shared.contracts.alerts import ValidationFailedAlert
+from shared.contracts.base import new_id
+from shared.contracts.benchmark import (
+    ConfigResult,
+    HardwareFingerprint,
+    LatencySummary,
+    ModelBenchmarked,
+)
+from shared.contracts.validation import ModelValidated, Requirement, ValidateModel, ValidationProgress
+from shared.errors import Rejected
+from shared.sdk import Client
+from tests.support import validator_models as vm
+from tests.support.services import REPO, running
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def vsettings(settings: Settings) -> Settings:
+    # Small budgets: the checks are the same, the test set stays fast.
+    return settings.with_overrides(
+        validator_attack_queries=150,
+        validator_attack_samples=40,
+        validator_attack_time_s=5.0,
+        validator_bootstrap=300,
+        validator_noise_samples=400,
+    )
+
+
+@pytest.fixture
+async def stack(vsettings: Settings) -> AsyncIterator[ValidatorService]:
+    async with running(vsettings, RegistryService), running(vsettings, ValidatorService) as validator:
+        yield validator  # type: ignore[misc]
+
+
+@pytest.fixture
+async def vclient(vsettings: Settings) -> AsyncIterator[Client]:
+    c = await Client.connect(vsettings)
+    yield c
+    await c.close()
+
+
+async def _messages(client: Client, subject: str, idle: float = 0.6) -> list:
+    return [e.message async for e in client.events(subject, replay=True, idle_timeout=idle)]
+
+
+async def _wait_for(client: Client, subject: str, predicate, timeout: float = 60.0):
+    async def scan():
+        async for event in client.events(subject, replay=True):
+            if event.message is not None and predicate(event.message):
+                return event.message
+        return None
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+def _benchmarked(ref: str, name: str, version: str, variant: str, p99: float) -> ModelBenchmarked:
+    latency = LatencySummary(
+        samples=500,
+        p50_ms=p99 / 2,
+        p90_ms=p99 * 0.8,
+        p95_ms=p99 * 0.9,
+        p99_ms=p99,
+        mean_ms=p99 / 2,
+        std_ms=0.1,
+        cv=0.1,
+        min_ms=p99 / 4,
+        max_ms=p99 * 1.2,
+        p50_ci_ms=(p99 / 2.1, p99 / 1.9),
+        p99_ci_ms=(p99 * 0.95, p99 * 1.05),
+        outliers=0,
+    )
+    result = ConfigResult(
+        run_id=new_id(),
+        provider="CPUExecutionProvider",
+        batch_size=1,
+        intra_op_threads=1,
+        concurrency=1,
+        latency=latency,
+        throughput_ips=1000.0 / (p99 / 2),
+        stable=True,
+        windows=3,
+        duration_s=1.5,
+        load_time_s=0.01,
+        peak_memory_bytes=64 << 20,
+    )
+    return ModelBenchmarked(
+        event_id=new_id(),
+        name=name,
+        version=version,
+        variant=variant,
+        ref=ref,
+        hardware=HardwareFingerprint(
+            id="hw", cpu_model="test", cpu_cores=2, ort_version="1", provider="CPUExecutionProvider"
+        ),
+        results=[result],
+    )
+
+
+async def test_validate_a_registered_model_with_progress_report_and_registry_signals(
+    stack, vclient: Client, tmp_path: Path
+) -> None:
+    model = vm.sk_classifier(tmp_path / "digits.onnx")
+    data = vm.sk_dataset(tmp_path / "digits.npz", groups=np.arange(719) % 2)
+    await vclient.register(model, name="digits", version="1.0.0", task="classification", dataset=data)
+    progress: list[ValidationProgress] = []
+    event = await vclient.validate(
+        "digits@1.0.0", requirements=["accuracy>=0.9", "macro_f1>=0.9"], on_progress=progress.append, timeout=120
+    )
+    assert isinstance(event, ModelValidated)
+    assert event.ready and event.ref == "digits@1.0.0"
+    assert 0.93 < event.accuracy < 0.99
+    report = event.report
+    status = {c.name: c.status for c in report.checks}
+    assert status == {
+        "structural": "passed",
+        "parity": "skipped",
+        "metrics": "passed",
+        "fairness": "passed",
+        "robustness": "passed",
+        "adversarial": "passed",
+    }
+    assert report.samples == 719 and report.task == "classification" and report.trigger == "model.validate"
+    low, high = report.intervals["accuracy"]
+    assert low < event.accuracy < high
+    metrics_figures = next(c for c in report.checks if c.name == "metrics").figures
+    assert len(metrics_figures["confusion_matrix"]["rows_true_cols_predicted"]) == 10
+    assert metrics_figures["fold_spread"]["accuracy"]["k"] == 5
+    assert {c.metric: c.source for c in report.criteria} == {
+        "accuracy": "request",
+        "macro_f1": "request",
+        "structural": "default",
+        "fairness": "default",
+    }
+    assert progress[0].stage == "inference" and progress[-1].stage == "readiness"
+    assert progress[-1].step == progress[-1].steps
+
+    stored = await _messages(vclient, subjects.validated("digits"))
+    assert [m.event_id for m in stored] == [event.event_id]
+    assert event.event_id.startswith("validated-")
+    assert await _messages(vclient, "alerts.validation.>") == []  # ready: no alert
+
+    latest = await vclient.report("digits@1.0.0")
+    assert isinstance(latest, ModelValidated) and latest.event_id == event.event_id
+
+    # The registry keeps the verdict as a signal (find ranks by it).
+    for _ in range(50):
+        view = await vclient.get("digits@1.0.0")
+        if view.signals and view.signals.accuracy is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert view.signals.accuracy == pytest.approx(event.accuracy) and view.signals.ready is True
+
+
+async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vclient: Client, tmp_path: Path) -> None:
+    base = vm.sk_classifier(tmp_path / "digits.onnx")
+    damaged = vm.damaged_variant(base, tmp_path / "damaged.onnx")
+    await vclient.register(base, name="digits", version="1.0.0", dataset=vm.sk_dataset(tmp_path / "d.npz"))
+    await vclient.register(damaged, name="digits", version="1.0.0", variant="damaged", parent="digits@1.0.0")
+    # the variant has no dataset of its own: the parent's is used
+    event = await vclient.validate("digits@1.0.0+damaged", checks=["structural", "parity", "metrics"])
+    assert not event.ready
+    parity = next(c for c in event.report.checks if c.name == "parity")
+    assert parity.status == "failed"
+    mcnemar = parity.figures["mcnemar"]
+    assert mcnemar["p_value"] < 1e-6 and mcnemar["b_parent_only"] > 5 * mcnemar["c_variant_only"]
+    assert event.report.metrics["accuracy_drop"] > 10
+    assert event.report.parent_ref == "digits@1.0.0"
+    assert any("McNemar" in r for r in event.report.recommendations)
+    alerts = await _messages(vclient, subjects.alert("validation", "failed", "digits"))
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert isinstance(alert, ValidationFailedAlert)
+    assert alert.ref == "digits@1.0.0+damaged" and alert.validated_event_id == event.event_id
+    assert [c.metric for c in alert.failed] == ["parity"]
+    assert "parity check failed" in alert.summary
+
+
+async def test_benchmarked_event_triggers_validation_and_latency_requirement_fails(
+    stack, vclient: Client, tmp_path: Path
+) -> None:
+    model = vm.sk_classifier(tmp_path / "iris.onnx", "iris")
+    await vclient.register(
+        model,
+        name="iris",
+        version="2.0.0",
+        dataset=vm.sk_dataset(tmp_path / "iris.npz", "iris"),
+        metadata={"requirements": ["p99_ms<=1.5", "accuracy>=0.8"]},
+    )
+    bench = _benchmarked("iris@2.0.0", "iris", "2.0.0", "base", p99=2.5)
+    await vclient.bus.publish(subjects.benchmarked("iris"), bench)
+    event = await _wait_for(vclient, subjects.validated("iris"), lambda m: m.event_id == f"validated-{bench.event_id}")
+    assert not event.ready and event.report.trigger == "model.benchmarked"
+    by = {c.metric: c for c in event.report.criteria}
+    assert by["p99_ms"].passed is False and by["p99_ms"].measured == 2.5 and by["p99_ms"].limit == 1.5
+    assert by["p99_ms"].source == "metadata" and by["accuracy"].passed is True
+    assert any("p99_ms 2.500 ms is 67% over the 1.500 ms limit" in r for r in event.report.recommendations)
+    alert = await _wait_for(vclient, subjects.alert("validation", "failed", "iris"), lambda m: True)
+    assert [c.metric for c in alert.failed] == ["p99_ms"] and alert.variant == "base"
+
+
+async def test_without_a_dataset_only_structural_runs(stack, vclient: Client, tmp_path: Path) -> None:
+    await vclient.register(vm.token_classifier(tmp_path / "t.onnx"), name="topics", version="1.0.0")
+    bench = _benchmarked("topics@1.0.0", "topics", "1.0.0", "base", p99=0.2)
+    await vclient.bus.publish(subjects.benchmarked("topics"), bench)
+    event = await _wait_for(vclient, subjects.validated("topics"), lambda m: True)
+    status = {c.name: c.status for c in event.report.checks}
+    assert status["structural"] == "passed" and all(s == "skipped" for k, s in status.items() if k != "structural")
+    assert event.ready and event.accuracy is None and event.report.metrics["p99_ms"] == 0.2
+    assert event.report.task == "text-classification"
+
+
+async def test_errors_are_precise_events_and_the_service_keeps_running(
+    stack, vsettings: Settings, vclient: Client, tmp_path: Path
+) -> None:
+    await vclient.register(
+        vm.sk_classifier(tmp_path / "wine.onnx", "wine"),
+        name="wine",
+        version="1.0.0",
+        dataset=vm.sk_dataset(tmp_path / "wine.npz", "wine"),
+    )
+    await vclient.register(vm.unloadable_model(tmp_path / "u.onnx"), name="mystery", version="1.0.0")
+    bad_rank = tmp_path / "bad.npz"
+    np.savez(bad_rank, X=np.zeros((10, 13, 2), dtype=np.float32), labels=np.zeros(10, dtype=np.int64))
+    outside = tmp_path / "outside.npz"
+    np.savez(outside, X=np.zeros((5, 13), dtype=np.float32), labels=np.zeros(5, dtype=np.int64))
+
+    async def reason_of(**kwargs) -> str:
+        with pytest.raises(Rejected) as info:
+            await vclient.validate(**kwargs, timeout=60)
+        return info.value.code
+
+    assert await reason_of(ref="ghost@1.0.0") == "unknown_model"
+    assert await reason_of(ref="wine@1.0.0", dataset="dataset://nope") == "unknown_dataset"
+    assert await reason_of(ref="wine@1.0.0", dataset=bad_rank) == "invalid_dataset"
+    assert await reason_of(ref="wine@1.0.0", dataset=f"file://{outside}") == "import_not_allowed"
+    assert await reason_of(ref="mystery@1.0.0") == "model_load_failed"
+    assert await reason_of(ref="wine@1.0.0", options={"attack_epsilon": "big"}) == "invalid_options"
+    assert await reason_of(ref="wine@1.0.0", options={"no_such_option": 1}) == "invalid_options"
+    # a hand-written command (no SDK-side parsing) naming a metric that nothing measures
+    reply = await vclient.send_and_wait(
+        subjects.VALIDATE,
+        ValidateModel(ref="wine@1.0.0", requirements=[Requirement(metric="bogus", op=">=", value=1)]),
+        timeout=60,
+    )
+    assert reply["type"] == "model.validation_failed" and reply["reason"] == "invalid_requirement"
+    policies = vsettings.home_path / "policies"
+    policies.mkdir(parents=True, exist_ok=True)
+    (policies / "wine.json").write_text("{broken")
+    assert await reason_of(ref="wine@1.0.0") == "invalid_policy"
+    (policies / "wine.json").unlink()
+
+    errored = await _messages(vclient, "model.validation_failed.>")
+    assert len(errored) == 9 and all(e.message for e in errored)
+    assert {e.name for e in errored} == {"ghost", "wine", "mystery"}
+    event = await vclient.validate("wine@1.0.0", checks=["structural", "metrics"])
+    assert event.ready and event.accuracy > 0.85  # still running, still right
+    assert all(w.dead_lettered == 0 for w in stack.workers)
+
+
+async def test_a_redelivered_trigger_publishes_each_outcome_once(stack, vclient: Client, tmp_path: Path) -> None:
+    await vclient.register(
+        vm.sk_classifier(tmp_path / "bc.onnx", "breast_cancer"),
+        name="cancer",
+        version="1.0.0",
+        dataset=vm.fairness_dataset(tmp_path / "bc.npz", disadvantaged=True),
+    )
+    job = Job(
+        ref="cancer@1.0.0",
+        trigger="model.validate",
+        event_id="trigger-1",
+        correlation_id="trigger-1",
+        requirements=[Requirement(metric="accuracy", op=">=", value=0.99)],
+        checks=["structural", "metrics", "fairness"],
+    )
+    first = await stack.handle(job)
+    second = await stack.handle(job)  # as if the trigger were redelivered after a crash
+    assert first.event_id == second.event_id == "validated-trigger-1"
+    assert first.report.metrics == second.report.metrics  # seeded: the same figures
+    assert len(await _messages(vclient, subjects.validated("cancer"))) == 1
+    alerts = await _messages(vclient, subjects.alert("validation", "failed", "cancer"))
+    assert len(alerts) == 1
+    # the disadvantaged group is found and named
+    assert {c.metric for c in alerts[0].failed} == {"accuracy", "fairness"}
+    fairness = next(c for c in first.report.checks if c.name == "fairness")
+    assert fairness.status == "failed" and fairness.figures["worst_group"] == "b"
+    assert any("group 'b' is disadvantaged" in r for r in first.report.recommendations)
+
+
+async def test_named_datasets_and_policy_precedence(
+    stack, vsettings: Settings, vclient: Client, tmp_path: Path
+) -> None:
+    policies = vsettings.home_path / "policies"
+    policies.mkdir(parents=True, exist_ok=True)
+    (policies / "iris.toml").write_text(
+        'requirements = ["accuracy>=0.8", "macro_f1>=0.5"]\nchecks = ["structural", "metrics"]\n'
+    )
+    (policies / "default.json").write_text(json.dumps({"requirements": ["top1_agreement>=0.99", "macro_f1>=0.99"]}))
+    await vclient.register(
+        vm.sk_classifier(tmp_path / "iris.onnx", "iris"),
+        name="iris",
+        version="1.0.0",
+        metadata={"requirements": {"accuracy": ">=0.85"}},
+    )
+    uri = await vclient.put_dataset(vm.sk_dataset(tmp_path / "iris.npz", "iris"), "iris-holdout")
+    assert uri == "dataset://iris-holdout"
+    event = await vclient.validate("iris@1.0.0", dataset=uri, requirements=["accuracy>=0.9"])
+    assert [c.name for c in event.report.checks] == ["structural", "metrics"]  # the policy's checks
+    sources = {(c.metric, c.limit, c.source) for c in event.report.criteria}
+    assert sources == {
+        ("accuracy", 0.9, "request"),
+        ("macro_f1", 0.5, "policy"),
+        ("structural", 1.0, "default"),
+    }  # the default policy's top1_agreement does not apply to a model without a parent
+    assert event.ready
+    assert event.report.dataset_uri == "dataset://iris-holdout"
+    # dataset://<model> names the dataset registered with a model
+    await vclient.register(
+        vm.sk_classifier(tmp_path / "iris2.onnx", "iris"),
+        name="iris-copy",
+        version="1.0.0",
+        dataset=vm.sk_dataset(tmp_path / "iris2.npz", "iris"),
+    )
+    other = await vclient.validate("iris@1.0.0", dataset="dataset://iris-copy", checks=["metrics"])
+    assert other.accuracy == pytest.approx(event.accuracy)
+
+
+async def test_cli_validate_and_report(stack, vsettings: Settings, vclient: Client, tmp_path: Path) -> None:
+    model = vm.sk_classifier(tmp_path / "digits.onnx")
+    await vclient.register(model, name="digits", version="1.0.0")
+    data = vm.sk_dataset(tmp_path / "digits.npz")
+    env = {**os.environ, **vsettings.to_env(), "COLUMNS": "200"}
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            *args,
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode, out.decode(), err.decode()
+
+    rc, out, err = await cli(
+        "validate",
+        "digits@1.0.0",
+        "--dataset",
+        str(data),
+        "--require",
+        "accuracy>=0.9",
+        "--check",
+        "structural",
+        "--check",
+        "metrics",
+        "--wait",
+    )
+    assert rc == 0, err
+    assert "digits@1.0.0  READY" in out and "accuracy" in out and "✓" in out
+    rc, out, err = await cli(
+        "validate",
+        "digits@1.0.0",
+        "--dataset",
+        str(data),
+        "--require",
+        "accuracy>=0.99",
+        "--check",
+        "metrics",
+        "--wait",
+        "--json",
+    )
+    assert rc == 1
+    doc = json.loads(out)
+    assert doc["ready"] is False and doc["report"]["criteria"][0]["metric"] == "accuracy"
+    rc, out, err = await cli("report", "digits@1.0.0")
+    assert rc == 0 and "NOT READY" in out and "readiness" in out and "recommendations" in out
+    rc, out, err = await cli("validate", "digits@1.0.0", "--require", "speed>=1", "--wait")
+    assert rc == 1 and "unknown metric 'speed'" in err and "Traceback" not in err
+    rc, out, err = await cli("report", "nothing@1.0.0")
+    assert rc == 1 and "error:" in err
