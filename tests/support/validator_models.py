@@ -42,20 +42,25 @@ def split(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def sk_classifier(path: Path, name: str = "digits", *, zipmap: bool = False, scale: bool | None = None) -> Path:
     """Logistic regression trained on 60% of a bundled dataset (standardised first unless
     the features are already on one scale, as digits' are), converted with skl2onnx."""
+    path.write_bytes(_sk_classifier_bytes(name, zipmap, name != "digits" if scale is None else scale))
+    return path
+
+
+@cache
+def _sk_classifier_bytes(name: str, zipmap: bool, scale: bool) -> bytes:
+    # trained once per session: the fit is deterministic, and lbfgs on digits takes seconds
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x_train, y_train, _, _ = split(name)
-    scale = name != "digits" if scale is None else scale
     lr = LogisticRegression(max_iter=2000)
     model = make_pipeline(StandardScaler(), lr) if scale else lr
     model.fit(x_train, y_train)
     options = {id(lr): {"zipmap": zipmap}} if not scale else {id(model): {"zipmap": zipmap}}
     onx = to_onnx(model, x_train[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
-    onnx.save(onx, str(path))
-    return path
+    return onx.SerializeToString()
 
 
 def sk_dataset(path: Path, name: str = "digits", *, input_name: str = "X", groups: np.ndarray | None = None) -> Path:
