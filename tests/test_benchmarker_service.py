@@ -113,6 +113,12 @@ async def test_slower_version_raises_one_regression_alert_and_repeats_raise_none
         await client.register(slow, name="net", version="1.1.0")
         slower: ModelBenchmarked = await next_event(client, subjects.benchmarked("net"), lambda m: m.version == "1.1.0")
         verdict = slower.results[0].verdict
+        if verdict.status == "insufficient_data":
+            # A run disturbed by other load on this machine did not stabilise: the benchmarker
+            # says so instead of deciding. A re-run (still compared with 1.0.0: the unstable run
+            # is not accepted as a baseline) decides.
+            slower = await client.benchmark("net@1.1.0")
+            verdict = slower.results[0].verdict
         assert verdict.status == "regression", verdict
         assert verdict.median_ratio > 1.10 and verdict.p_value < 0.002 and verdict.baseline_ref == "net@1.0.0"
         alerts = await collect(client, subjects.alert("performance", "regression", "net"))
