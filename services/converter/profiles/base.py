@@ -11,6 +11,8 @@ profile cannot handle this graph) and ``ConversionError`` (the library failed).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -163,6 +165,26 @@ class Profile(ABC):
         import onnxruntime
 
         return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+@functools.cache
+def _libc_trim() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS between phases (source session, conversion,
+    variant session). glibc keeps freed blocks of a closed ONNX Runtime session or a parsed
+    model in its free lists, so without this the phases' peaks add up instead of overlap.
+    (Models and sessions are freed by reference counting; a full gc.collect() would cost
+    more than it finds.)"""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def first_line(exc: BaseException, limit: int = 400) -> str:

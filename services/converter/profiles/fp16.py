@@ -29,9 +29,7 @@ from services.converter.profiles.base import (
     Converted,
     InvalidOptions,
     NotApplicable,
-    OrtRunner,
     Profile,
-    RuntimeLoadError,
     check_known,
     first_line,
     load_model,
@@ -56,17 +54,15 @@ def _cast_target(node: onnx.NodeProto) -> int | None:
 
 def neutralize_noop_casts(model: onnx.ModelProto) -> int:
     """Turn each Cast whose input already has the target type into Identity (same values,
-    same type). Returns how many were changed."""
+    same type). ``model`` carries inferred value_info. Returns how many were changed."""
     casts = [n for n in model.graph.node if n.op_type == "Cast" and n.domain in ("", "ai.onnx")]
     if not casts:
         return 0
-    inferred = onnx.shape_inference.infer_shapes(model)
     types = {
         v.name: v.type.tensor_type.elem_type
-        for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
+        for v in (*model.graph.input, *model.graph.value_info, *model.graph.output)
         if v.type.HasField("tensor_type")
     }
-    del inferred
     types.update({init.name: init.data_type for init in model.graph.initializer})
     changed = 0
     for node in casts:
@@ -138,7 +134,15 @@ class Float16(Profile):
         blocked_ops = set(default_block_list()) | set(opts.get("op_block_list", []))
         blocked_nodes = set(opts.get("node_block_list", []))
         target = context.workdir / "fp16.onnx"
-        model = load_model(context.source)
+        # Shape inference file to file, then one in-memory copy: the library's own in-memory
+        # inference would hold the model twice.
+        inferred = context.workdir / "fp16.inferred.onnx"
+        try:
+            onnx.shape_inference.infer_shapes_path(str(context.source), str(inferred))
+        except Exception as exc:  # onnx raises InferenceError / ValidationError
+            raise ConversionError(f"shape inference before float16 conversion failed: {first_line(exc)}") from exc
+        model = load_model(inferred)
+        inferred.unlink()
         fixes = normalize_opset_imports(model)
         noop_casts = neutralize_noop_casts(model)
         try:
@@ -151,12 +155,12 @@ class Float16(Profile):
                     min_positive_val=opts.get("min_positive_val", 1e-7),
                     max_finite_val=opts.get("max_finite_val", 1e4),
                     keep_io_types=True,
+                    disable_shape_infer=True,
                     op_block_list=sorted(blocked_ops),
                     node_block_list=sorted(blocked_nodes),
                 )
         except Exception as exc:  # the library raises ValueError, onnx InferenceError, ...
             raise ConversionError(f"float16 conversion failed: {first_line(exc)}") from exc
-        del model
         clamped = sum(1 for w in caught if "truncated" in str(w.message))
         computing = float16_nodes(converted, blocked_ops, blocked_nodes)
         if computing == 0:
@@ -167,17 +171,9 @@ class Float16(Profile):
             )
         casts = retarget_casts(converted, blocked_ops, blocked_nodes)
         save_model(converted, target)
-        del converted
-        try:
-            runner = OrtRunner(target)
-        except RuntimeLoadError as exc:
-            raise ConversionError(
-                f"the float16 model does not load in ONNX Runtime: {exc} (keep the operator float32 with "
-                "option op_block_list)"
-            ) from exc
+        del converted, model
         return Converted(
             target,
-            runner=runner,
             details={
                 "float16_nodes": computing,
                 "casts_retargeted": casts,

@@ -14,6 +14,7 @@ an identical model.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from services.converter.profiles.base import (
     parse_choice,
     parse_names,
     quiet_library_logs,
+    save_model,
 )
 
 QUIET = ("pre-processing before quantization", "Please consider to run pre-processing", "Quantization parameters for")
@@ -71,7 +73,10 @@ def quantized_node_count(model: onnx.ModelProto) -> int:
 
 def prepare(
     context: ConversionContext, registry_ops: set[str], op_types: list[str], profile: str
-) -> tuple[onnx.ModelProto, list[str]]:
+) -> tuple[Path, list[str]]:
+    """Check that the quantiser has work here and return the file to quantise: the source,
+    or a normalised copy when its opset imports needed fixing. The quantiser gets a path
+    rather than our in-memory model so that it holds the only copy (it makes its own)."""
     model = load_model(context.source)
     fixes = normalize_opset_imports(model)
     if default_opset(model) is None:
@@ -85,7 +90,10 @@ def prepare(
             f"{profile} quantises {', '.join(sorted(wanted))}; this graph has none of them "
             f"(its operators: {describe_ops(model)})"
         )
-    return model, fixes
+    if not fixes:
+        return context.source, fixes
+    normalized = save_model(model, context.workdir / f"{profile}.normalized.onnx")
+    return normalized, fixes
 
 
 def _details(output: onnx.ModelProto, fixes: list[str]) -> dict[str, Any]:
@@ -118,13 +126,13 @@ class Int8Dynamic(Profile):
         from onnxruntime.quantization.registry import IntegerOpsRegistry
 
         opts = context.options
-        model, fixes = prepare(context, set(IntegerOpsRegistry), opts.get("op_types", []), self.id)
+        source, fixes = prepare(context, set(IntegerOpsRegistry), opts.get("op_types", []), self.id)
         target = context.workdir / "int8-dynamic.onnx"
         weight = QuantType.QInt8 if opts.get("weight_type", "qint8") == "qint8" else QuantType.QUInt8
         try:
             with quiet_library_logs(*QUIET):
                 quantize_dynamic(
-                    model,
+                    source,
                     target,
                     op_types_to_quantize=opts.get("op_types") or None,
                     per_channel=opts.get("per_channel", False),
@@ -133,7 +141,6 @@ class Int8Dynamic(Profile):
                 )
         except Exception as exc:  # ValueError, onnx errors, NotImplementedError from op quantisers
             raise ConversionError(f"quantize_dynamic failed: {first_line(exc)}") from exc
-        del model
         return Converted(target, details=_details(onnx.load(str(target), load_external_data=False), fixes))
 
 
@@ -183,7 +190,7 @@ def quantize_qdq(
             f"{profile} calibrates activation ranges on real data: register the model with a dataset "
             "or send calibration data (calibration_uri / --calibration FILE.npz)"
         )
-    model, fixes = prepare(context, set(QDQRegistry), op_types, profile)
+    source, fixes = prepare(context, set(QDQRegistry), op_types, profile)
     types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -195,7 +202,7 @@ def quantize_qdq(
     try:
         with quiet_library_logs(*QUIET):
             quantize_static(
-                model,
+                source,
                 target,
                 CalibrationReader(context.calibration),
                 quant_format=QuantFormat.QDQ,
@@ -209,7 +216,6 @@ def quantize_qdq(
             )
     except Exception as exc:
         raise ConversionError(f"quantize_static failed: {first_line(exc)}") from exc
-    del model
     details = _details(onnx.load(str(target), load_external_data=False), fixes)
     details["calibration_samples"] = context.calibration.samples
     details["calibration_source"] = context.calibration.source
