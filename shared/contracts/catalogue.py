@@ -75,7 +75,7 @@ CATALOGUE: tuple[SubjectSpec, ...] = (
         conversion.ConversionSkipped,
         "converter",
         "anyone",
-        "A profile cannot run on this host (not a failure).",
+        "A profile cannot run on this host, or has nothing to do on this model (not a failure).",
     ),
     SubjectSpec(
         "model.benchmark",
