@@ -85,7 +85,10 @@ def noise_curve(
             noisy = dict(feeds)
             for name in float_inputs:
                 x = feeds[name]
-                noisy[name] = (x + rng.normal(0.0, level * scale[name], x.shape)).astype(x.dtype)
+                dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+                noise = rng.standard_normal(x.shape, dtype=dtype)
+                noise *= level * scale[name]
+                noisy[name] = (x + noise).astype(x.dtype, copy=False)
         accuracies.append(float(np.mean(predict(noisy) == truth)))
     clean = accuracies[0]
     breakpoint = next((lv for lv, acc in zip(levels, accuracies, strict=True) if acc < clean - max_drop), None)

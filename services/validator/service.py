@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from services.validator import requirements as rq
 from services.validator.readiness import Candidate
 from services.validator.runner import Runner
 from services.validator.suite import Perf, SuiteConfig, SuiteInput, check_options, headline_accuracy, run_suite
-from shared.artifacts import ArtifactStore, object_uri
+from shared.artifacts import SCHEME, ArtifactStore, object_uri, parse_object_uri
 from shared.bus import Bus
 from shared.cache import ArtifactCache
 from shared.clients.validation import DATASET_SCHEME, NAMED_DATASET_PREFIX
@@ -45,7 +46,7 @@ from shared.contracts.validation import (
     ValidationProgress,
     ValidationReport,
 )
-from shared.datasets import load_dataset
+from shared.datasets import Dataset, load_dataset
 from shared.errors import (
     ArtifactNotFound,
     InferlabError,
@@ -59,6 +60,8 @@ from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
 
 SERVICE = "validator"
+# Parsed datasets kept in memory between validations (least recently used dropped first).
+DATASET_MEMORY_BYTES = 512 << 20
 # Room left for the envelope when a report is trimmed to the message size limit.
 _MESSAGE_MARGIN = 16 * 1024
 
@@ -121,6 +124,7 @@ class ValidatorService:
         )
         self.log = get_logger()
         self.workers: list[Worker] = []
+        self._datasets: OrderedDict[tuple, Dataset] = OrderedDict()
 
     async def start(self) -> None:
         await ArtifactStore(self.bus).ensure()
@@ -250,12 +254,7 @@ class ValidatorService:
             fetchable = await self._resolve_dataset(dataset_uri)
             dataset_path = await self._fetch_dataset(fetchable, dataset_uri)
             dataset_sha = dataset_path.stem
-            try:
-                dataset = await asyncio.to_thread(
-                    load_dataset, dataset_path, [s for s in runner.inputs if s.is_tensor], require_labels=False
-                )
-            except InvalidDataset as exc:
-                raise ValidationFailure("invalid_dataset", f"dataset {dataset_uri}: {exc.message}") from None
+            dataset = await self._load_dataset(dataset_path, runner, dataset_uri)
 
         perf = job.perf or _perf_from_signals(view)
         siblings = await self._siblings(record)
@@ -408,13 +407,45 @@ class ValidatorService:
 
     async def _fetch_dataset(self, uri: str, shown: str) -> Path:
         try:
-            return await self.cache.get(uri, suffix=".npz", max_bytes=self.settings.max_dataset_bytes)
+            sha256 = None
+            if uri.startswith(f"{SCHEME}://"):
+                # The object's digest makes the local cache hit: a dataset shared by every
+                # variant of a model is downloaded once, not once per validation.
+                bucket, name = parse_object_uri(uri)
+                info = await ArtifactStore(self.bus, bucket).info(name)
+                if info is None:
+                    raise ArtifactNotFound(f"no object {name!r} in bucket {bucket!r}")
+                sha256 = info.sha256 or None
+            return await self.cache.get(uri, sha256, suffix=".npz", max_bytes=self.settings.max_dataset_bytes)
         except ServiceUnavailable:
             raise
         except ArtifactNotFound as exc:
             raise ValidationFailure("unknown_dataset", f"dataset {shown}: {exc.message}") from None
         except InferlabError as exc:
             raise ValidationFailure(exc.code, f"dataset {shown}: {exc.message}") from None
+
+    async def _load_dataset(self, path: Path, runner: Runner, shown: str) -> Dataset:
+        """Parse (and check against the model's inputs) once per dataset and input layout; the
+        suite never writes into dataset arrays, so validations of sibling variants share them."""
+        specs = [s for s in runner.inputs if s.is_tensor]
+        key = (path.stem, tuple((s.name, s.dtype, tuple(s.shape or ())) for s in specs))
+        cached = self._datasets.get(key)
+        if cached is not None:
+            self._datasets.move_to_end(key)
+            return cached
+        try:
+            dataset = await asyncio.to_thread(load_dataset, path, specs, require_labels=False)
+        except InvalidDataset as exc:
+            raise ValidationFailure("invalid_dataset", f"dataset {shown}: {exc.message}") from None
+        for array in [*dataset.inputs.values(), dataset.labels, dataset.groups, *dataset.extras.values()]:
+            if array is not None:
+                array.flags.writeable = False  # shared between validations: never written
+        size = _dataset_bytes(dataset)
+        if size <= DATASET_MEMORY_BYTES:
+            self._datasets[key] = dataset
+            while sum(_dataset_bytes(d) for d in self._datasets.values()) > DATASET_MEMORY_BYTES:
+                self._datasets.popitem(last=False)
+        return dataset
 
     async def _siblings(self, record: ModelRecord) -> list[Candidate]:
         """Other variants of the same version, with their published figures, for
@@ -426,6 +457,11 @@ class ValidatorService:
         return [
             _candidate(v) for v in listing.models if v.record.version == record.version and v.record.ref != record.ref
         ]
+
+
+def _dataset_bytes(dataset: Dataset) -> int:
+    arrays = [*dataset.inputs.values(), dataset.labels, dataset.groups, *dataset.extras.values()]
+    return sum(a.nbytes for a in arrays if a is not None)
 
 
 def _metadata_options(record: ModelRecord) -> dict[str, Any]:
