@@ -13,6 +13,7 @@ import msgspec
 
 from services.converter.service import ConverterService
 from services.registry.service import RegistryService
+from shared.artifacts import ArtifactStore, parse_object_uri
 from shared.bus import Bus
 from shared.config import Settings
 from shared.contracts import subjects
@@ -209,6 +210,14 @@ async def test_bad_requests_get_precise_reasons_and_the_service_keeps_working(
             failure = next(r for r in replies if r["type"] == "model.conversion_failed")
             assert failure["reason"] == reason, (fields, failure)
             assert failure["message"]
+        # The source artifact vanished from the object store: a precise failure, no retry loop.
+        gone = await client.register(mlp(tmp_path / "gone.onnx", seed=5), name="gone", version="1.0.0")
+        bucket, name = parse_object_uri(gone.artifact_uri)
+        await ArtifactStore(client.bus, bucket).delete(name)
+        outcomes = await client.convert("gone@1.0.0", profiles=["fp16"], timeout=60)
+        assert isinstance(outcomes[0], ConversionFailed) and outcomes[0].reason == "artifact_error"
+        assert "no object" in outcomes[0].message
+
         outcomes = await client.convert("mlp@1.0.0", profiles=["fp16"], timeout=60)
         assert isinstance(outcomes[0], ModelConverted)
 

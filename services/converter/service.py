@@ -42,6 +42,8 @@ from shared.contracts.alerts import ConversionFailedAlert
 from shared.contracts.base import new_id
 from shared.contracts.conversion import (
     CONVERTER_PROFILES,
+    REASON_ARTIFACT_ERROR,
+    REASON_CONVERSION_ERROR,
     REASON_INVALID_DATASET,
     REASON_INVALID_REQUEST,
     REASON_REGISTRATION_REJECTED,
@@ -65,7 +67,15 @@ from shared.contracts.identity import BASE_VARIANT, ModelRef
 from shared.contracts.registry import FORMAT_ONNX, FORMAT_TENSORRT, ModelRecord, ModelRegistered, RegisterModel
 from shared.datasets import load_dataset
 from shared.endpoints import Endpoint
-from shared.errors import ArtifactError, InvalidDataset, InvalidReference, NotFound
+from shared.errors import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactTooLarge,
+    IntegrityError,
+    InvalidDataset,
+    InvalidReference,
+    NotFound,
+)
 from shared.log import get_logger
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
@@ -346,7 +356,11 @@ class ConverterService:
             self.log.info("conversion_already_done", ref=done.ref, profile=profile_id)
             return done
         await self._progress(job, profile_id, "fetching")
-        await self._prepare_source(job)
+        try:
+            await self._prepare_source(job)
+        except (ArtifactNotFound, IntegrityError, ArtifactTooLarge) as exc:
+            # The registry's stored artifact is gone or damaged: no retry can fix that.
+            return self._failed(job, profile_id, REASON_ARTIFACT_ERROR, f"source artifact: {exc.message}", None, key)
         if job.data_error is not None:
             return self._failed(job, profile_id, job.data_error.reason, job.data_error.message, None, key)
         await self._progress(job, profile_id, "converting")
@@ -376,6 +390,13 @@ class ConverterService:
             if failure.skipped:
                 return self._skipped(job, profile_id, failure.reason, failure.message, key)
             return self._failed(job, profile_id, failure.reason, failure.message, failure.report, key)
+        except (MemoryError, RecursionError, ValueError, TypeError, RuntimeError, OSError, KeyError, IndexError) as exc:
+            # A model that trips a library in a way no profile anticipated: reported as a
+            # failed conversion rather than retried into the dead-letter queue, since the same
+            # bytes would fail the same way again.
+            self.log.exception("conversion_crashed", ref=job.ref, profile=profile_id)
+            message = f"{profile_id} failed unexpectedly: {type(exc).__name__}: {str(exc)[:400]}"
+            return self._failed(job, profile_id, REASON_CONVERSION_ERROR, message, None, key)
         await self._progress(job, profile_id, "registering")
         return await self._register(job, profile, variant, result.report, result.path, result.format)
 

@@ -165,7 +165,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         else:
             console.print(
                 f"queued conversion of {escape(args.ref)} (command {result}); follow with "
-                "`inferlab events 'model.conver*.>'` or run with --wait"
+                "`inferlab events 'model.converted.>'` (and model.conversion_failed.>) or run with --wait"
             )
         return 0
     failed = any(isinstance(o, ConversionFailed) for o in result)
@@ -242,7 +242,7 @@ def render_outcomes(outcomes: list[ConversionOutcome]) -> None:
                     detail,
                 ]
             )
-    table(None, ["profile", "outcome", "variant", "size", "time s", "parity / reason"], rows)
+    table(None, ["profile", "outcome", "variant", "size", "time s", "parity figures, or why not"], rows)
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ left as they are; the result must pass ``onnx.checker``'s full check."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import onnx
@@ -27,8 +28,33 @@ PATTERN = re.compile(r"^opset-(\d{1,3})$")
 MIN_OPSET = 7  # the oldest opset the version converter has adapters from
 
 
-def latest_opset() -> int:
+def latest_onnx_opset() -> int:
     return int(onnx.defs.onnx_opset_version())
+
+
+@functools.cache
+def latest_opset() -> int:
+    """The newest opset that both onnx converts to and onnxruntime runs: a variant must load
+    in ONNX Runtime to be checked for parity. Found by loading a one-node model per opset."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    for version in range(latest_onnx_opset(), MIN_OPSET - 1, -1):
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])],
+            "probe",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", version)])
+        model.ir_version = onnx.helper.find_min_ir_version_for([model.opset_import[0]])
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime refuses opsets it does not know
+            continue
+        return version
+    return MIN_OPSET
 
 
 class OpsetConvert(Profile):
@@ -40,10 +66,17 @@ class OpsetConvert(Profile):
         self.description = f"default-domain opset converted to {target} (onnx.version_converter)"
 
     def check_target(self) -> None:
-        latest = latest_opset()
-        if not MIN_OPSET <= self.target <= latest:
+        if not MIN_OPSET <= self.target <= latest_onnx_opset():
             raise InvalidOptions(
-                f"opset {self.target} is outside what onnx {onnx.__version__} converts to ({MIN_OPSET}..{latest})"
+                f"opset {self.target} is outside what onnx {onnx.__version__} converts to "
+                f"({MIN_OPSET}..{latest_onnx_opset()})"
+            )
+        if self.target > latest_opset():
+            import onnxruntime
+
+            raise InvalidOptions(
+                f"onnxruntime {onnxruntime.__version__} runs opsets up to {latest_opset()}: a variant at opset "
+                f"{self.target} could not be checked for parity"
             )
 
     def convert(self, context: ConversionContext) -> Converted:
