@@ -233,3 +233,21 @@ def test_syntax_errors_are_reported() -> None:
         check_statement("SELEC 1")
     with pytest.raises(SqlRefused, match="empty"):
         check_statement("   ")
+
+
+def test_documented_queries_run_through_the_guard(hist: History) -> None:
+    """Every ```sql block of docs/history.md is a valid read-only query on this schema."""
+    import re
+
+    from tests.support.services import REPO
+
+    hist.insert_run({**_run("a"), "status": "no_baseline", "size_bytes": 10}, _samples())
+    hist.insert_run({**_run("b", minutes=10), "status": "regression", "baseline_run_id": "a"}, _samples())
+    text = (REPO / "docs" / "history.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        statements = [s.strip() for s in block.split(";") if s.strip()]
+        for statement in statements:
+            query = "\n".join(line for line in statement.splitlines() if not line.strip().startswith("--"))
+            run_query(hist.cursor(), query.replace("'...'", "'a'"), max_rows=100, timeout_s=10)

@@ -495,7 +495,7 @@ def comparison_report(inputs: list[CompareInput], *, alpha: float, seed: int = 0
     ]
     first = inputs[0].row
     message = (
-        f"Kruskal-Wallis H={result.kruskal_h:.3g}, p={result.kruskal_p:.3g}"
+        f"Kruskal-Wallis H={result.kruskal_h:.3g}, {stats.fmt_p(result.kruskal_p)}"
         if result.kruskal_p is not None
         else "one model: nothing to compare"
     )

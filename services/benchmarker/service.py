@@ -522,7 +522,7 @@ class BenchmarkerService:
             name=record.name,
             summary=(
                 f"{record.ref} is {ratio:.2f}x slower than {baseline['ref']} on {row['config_key']} "
-                f"(p50 {row['p50_ms']:.4g} ms vs {baseline['p50_ms']:.4g} ms, p={row['p_value']:.2g})"
+                f"(p50 {row['p50_ms']:.4g} ms vs {baseline['p50_ms']:.4g} ms, {stats.fmt_p(row['p_value'])})"
             ),
             ref=record.ref,
             baseline_ref=baseline["ref"],

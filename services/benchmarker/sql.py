@@ -143,5 +143,6 @@ def _kind(statement_type: Any) -> str:
 
 
 def _clean(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """DuckDB's message on one line, without its source excerpt (``LINE 1: ...`` and carets)."""
+    text = str(exc).strip().split("\nLINE ", 1)[0]
     return " ".join(text.split())[:1000]

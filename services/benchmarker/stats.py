@@ -193,6 +193,11 @@ NO_BASELINE = "no_baseline"
 INSUFFICIENT_DATA = "insufficient_data"
 
 
+def fmt_p(p: float) -> str:
+    """A p-value for people: ``p=0`` would claim certainty the normal approximation cannot give."""
+    return "p<1e-300" if p < 1e-300 else f"p={p:.2g}"
+
+
 @dataclass(frozen=True)
 class Decision:
     status: str
@@ -236,21 +241,21 @@ def decide_regression(
             REGRESSION,
             p_value=test.p_greater,
             median_ratio=ratio,
-            message=f"median {ratio:.2f}x the baseline (p={test.p_greater:.2g} < {p_threshold})",
+            message=f"median {ratio:.2f}x the baseline ({fmt_p(test.p_greater)} < {p_threshold})",
         )
     if test.p_less < p_threshold and ratio < 1.0 / effect_threshold:
         return Decision(
             IMPROVEMENT,
             p_value=test.p_less,
             median_ratio=ratio,
-            message=f"median {ratio:.2f}x the baseline, faster (p={test.p_less:.2g})",
+            message=f"median {ratio:.2f}x the baseline, faster ({fmt_p(test.p_less)})",
         )
     return Decision(
         NO_CHANGE,
         p_value=test.p_greater,
         median_ratio=ratio,
         message=f"median {ratio:.3f}x the baseline: within the {effect_threshold:.2f}x effect threshold "
-        f"or not significant (p={test.p_greater:.2g})",
+        f"or not significant ({fmt_p(test.p_greater)})",
     )
 
 

@@ -182,14 +182,13 @@ def print_results(result: ModelBenchmarked) -> None:
             status += f" {verdict.median_ratio:.2f}x"
         rows.append(
             [
-                r.provider.replace("ExecutionProvider", ""),
+                _provider(r.provider),
                 r.batch_size,
                 r.intra_op_threads,
                 r.concurrency,
                 fmt_ms(r.latency.p50_ms, 4),
-                fmt_ms(r.latency.p90_ms, 4),
                 fmt_ms(r.latency.p99_ms, 4),
-                f"{r.latency.p50_ci_ms[0]:.4f}-{r.latency.p50_ci_ms[1]:.4f}",
+                f"{r.latency.p50_ci_ms[0]:.4f}..{r.latency.p50_ci_ms[1]:.4f}",
                 f"{r.throughput_ips:,.0f}",
                 r.latency.samples,
                 "yes" if r.stable else "NO",
@@ -202,19 +201,19 @@ def print_results(result: ModelBenchmarked) -> None:
         [
             "provider",
             "batch",
-            "threads",
+            "thr",
             "conc",
             "p50 ms",
-            "p90 ms",
             "p99 ms",
-            "p50 95% CI ms",
+            "p50 95% CI",
             "inf/s",
-            "samples n",
+            "n",
             "stable",
-            "peak mem",
+            "mem",
             "verdict",
         ],
         rows,
+        caption="thr: intra-op threads; conc: concurrent requests; n: samples; mem: peak memory growth",
     )
     for s in result.skipped:
         console.print(
@@ -261,7 +260,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             [
                 when(p.started_at),
                 p.ref,
-                p.config_key,
+                _short_config(p.config_key),
                 fmt_ms(p.p50_ms, 4),
                 fmt_ms(p.p99_ms, 4),
                 f"{p.throughput_ips:,.0f}",
@@ -274,6 +273,19 @@ def cmd_history(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _p(value: float) -> str:
+    return "<1e-300" if value < 1e-300 else f"{value:.3g}"
+
+
+def _provider(name: str) -> str:
+    return name.replace("ExecutionProvider", "")
+
+
+def _short_config(key: str) -> str:
+    """``CPUExecutionProvider|b1|t1|c1`` -> ``CPU b1 t1 c1`` for tables."""
+    return _provider(key).replace("|", " ")
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
@@ -345,8 +357,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 p.a,
                 p.b,
                 f"{p.median_ratio:.3f}",
-                f"{p.p_value:.3g}",
-                f"{p.p_adjusted:.3g}",
+                _p(p.p_value),
+                _p(p.p_adjusted),
                 "yes" if p.significant else "no",
             ]
             for p in report.pairs
