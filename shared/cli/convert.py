@@ -286,6 +286,21 @@ def render_lineage(root: LineageNode) -> Tree:
     return tree
 
 
+_TOLERANCE_LABELS = {
+    "atol": "atol {:g}",
+    "rtol": "rtol {:g}",
+    "min_cosine": "cos≥{:g}",
+    "min_top1_agreement": "top1≥{:g}",
+    "max_metric_drop": "metric drop≤{:g}",
+}
+
+
+def tolerance_text(tolerance: Tolerance) -> str:
+    return ", ".join(
+        _TOLERANCE_LABELS[k].format(v) for k, v in msgspec.structs.asdict(tolerance).items() if v is not None
+    )
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with await Client.connect(settings_from(args)) as client:
@@ -297,7 +312,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for p in listing.profiles:
-        tol = ", ".join(f"{k}={v:g}" for k, v in msgspec.structs.asdict(p.default_tolerance).items() if v is not None)
+        tol = tolerance_text(p.default_tolerance)
         default = "yes" if p.id in listing.default_profiles else ""
         available = "[green]yes[/]" if p.available else f"[red]no[/]: {escape(p.reason)}"
         rows.append([p.id, p.precision, p.output_format, available, default, tol, p.description])

@@ -111,7 +111,7 @@ def float16_nodes(model: onnx.ModelProto, blocked_ops: set[str], blocked_nodes: 
 
 class Float16(Profile):
     id = "fp16"
-    description = "float16 weights and compute, float32 inputs/outputs kept (onnxconverter-common)"
+    description = "float16 weights and compute, float32 I/O kept (onnxconverter-common)"
     precision = "fp16"
 
     def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:

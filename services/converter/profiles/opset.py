@@ -63,7 +63,7 @@ class OpsetConvert(Profile):
     def __init__(self, target: int) -> None:
         self.target = target
         self.id = f"opset-{target}"
-        self.description = f"default-domain opset converted to {target} (onnx.version_converter)"
+        self.description = f"ai.onnx opset converted to {target} (onnx.version_converter)"
 
     def check_target(self) -> None:
         if not MIN_OPSET <= self.target <= latest_onnx_opset():

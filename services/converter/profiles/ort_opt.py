@@ -30,7 +30,7 @@ LEVELS = ("basic", "extended", "layout", "all")
 
 class OrtOptimize(Profile):
     id = "ort-opt"
-    description = "ONNX Runtime offline graph optimisation (level basic|extended|layout|all, default extended)"
+    description = "ONNX Runtime offline graph optimisation (option level, default extended)"
     precision = "fp32"
 
     def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:

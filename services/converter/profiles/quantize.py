@@ -109,7 +109,7 @@ def _details(output: onnx.ModelProto, fixes: list[str]) -> dict[str, Any]:
 
 class Int8Dynamic(Profile):
     id = "int8-dynamic"
-    description = "int8 weights, activations quantised at run time (onnxruntime.quantization.quantize_dynamic)"
+    description = "int8 weights, activations quantised at run time (quantize_dynamic)"
     precision = "int8"
 
     def normalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def quantize_qdq(
 
 class Int8Static(Profile):
     id = "int8-static"
-    description = "int8 QDQ, activation ranges calibrated on the dataset or request data (quantize_static)"
+    description = "int8 QDQ calibrated on the dataset or request data (quantize_static)"
     precision = "int8"
     needs_calibration = True
 

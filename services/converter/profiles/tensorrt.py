@@ -99,9 +99,9 @@ class TensorRTEngine(Profile):
         self.id = f"trt-{precision}"
         self.needs_calibration = precision == "int8"
         self.description = (
-            "TensorRT engine, FP16 (builder FP16 flag, dynamic-shape profile, timing cache)"
+            "TensorRT engine, FP16, dynamic-shape profile, timing cache"
             if precision == "fp16"
-            else "TensorRT engine, INT8 explicit quantisation from a calibrated QDQ graph (+FP16 fallback)"
+            else "TensorRT engine, INT8 from a calibrated QDQ graph (+FP16)"
         )
 
     def availability(self) -> str | None:
