@@ -160,3 +160,38 @@ def test_plan_sweeps_degrades_and_respects_fixed_batches() -> None:
 def test_config_validation(change: dict) -> None:
     with pytest.raises(InvalidConfig):
         analysis.validate_config(BenchmarkConfig(**change))
+
+
+def test_trend_report_finds_slope_and_change_point() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        level = 1.0 if i < 12 else 1.4
+        rows.append(
+            {
+                "run_id": f"r{i}",
+                "ref": "m@1.0.0" if i < 12 else "m@1.1.0",
+                "version": "1.0.0" if i < 12 else "1.1.0",
+                "variant": "base",
+                "config_key": "CPUExecutionProvider|b1|t1|c1",
+                "hardware_id": "hw",
+                "started_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=i),
+                "p50_ms": level * (1 + rng.normal(0, 0.01)),
+                "p99_ms": 2.0,
+                "p90_ms": 1.5,
+                "throughput_ips": 1000.0,
+                "samples": 100,
+                "stable": True,
+            }
+        )
+    report = analysis.trend_report("m", "p50_ms", list(reversed(rows)))
+    assert [p.run_id for p in report.points] == [f"r{i}" for i in range(20)]
+    assert report.values[0] == pytest.approx(rows[0]["p50_ms"])
+    assert report.direction == "rising" and report.slope_low > 0
+    assert [(c.index, c.version) for c in report.change_points] == [(12, "1.1.0")]
+    flat = analysis.trend_report("m", "p90_ms", rows)
+    assert flat.direction == "flat" and flat.change_points == [] and flat.values[0] == 1.5
+    with pytest.raises(InvalidConfig):
+        analysis.trend_report("m", "nope", rows)

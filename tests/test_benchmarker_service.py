@@ -301,3 +301,35 @@ async def test_history_survives_a_restart_and_one_writer_owns_the_file(
     finally:
         child.stop()
     assert "Traceback" not in child.log()
+
+
+async def test_tensorrt_engine_without_tensorrt_is_unavailable_on_host(
+    bench_settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    from shared.contracts.registry import RegisterModel
+    from shared.gpu import gpu_available, tensorrt_version
+
+    if tensorrt_version() is not None and gpu_available():
+        pytest.skip("this host can run TensorRT engines")
+    settings = bench_settings.with_overrides(bench_auto=False)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not really an engine, but this host cannot tell")
+    async with running(settings, RegistryService), running(settings, BenchmarkerService):
+        await client.register(mlp(tmp_path / "m.onnx"), name="eng", version="1.0.0")
+        stored = await client.upload(engine)
+        reply = await client.send_and_wait(
+            subjects.REGISTER,
+            RegisterModel(
+                event_id=new_id(),
+                name="eng",
+                version="1.0.0",
+                variant="trt-fp16",
+                artifact_uri=stored.uri,
+                parent="eng@1.0.0",
+                format="tensorrt-engine",
+            ),
+        )
+        assert reply["type"] == "model.registered", reply
+        with pytest.raises(BenchmarkFailedError) as info:
+            await client.benchmark("eng@1.0.0+trt-fp16", QUICK)
+        assert info.value.code == "unavailable_on_host" and "TensorRT engine" in info.value.message

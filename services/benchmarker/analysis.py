@@ -375,7 +375,14 @@ def trend_report(ref: str, metric: str, rows: list[dict[str, Any]]) -> TrendRepo
     points = [history_point(r) for r in rows]
     key = rows[-1]["config_key"] if rows else ""
     hardware = rows[-1]["hardware_id"] if rows else ""
-    report = TrendReport(ref=ref, metric=metric, config_key=key, hardware_id=hardware, points=points)
+    report = TrendReport(
+        ref=ref,
+        metric=metric,
+        config_key=key,
+        hardware_id=hardware,
+        points=points,
+        values=[float(r[metric]) for r in rows],
+    )
     if len(rows) < 3:
         report.message = f"{len(rows)} run(s): a trend needs at least 3"
         return report

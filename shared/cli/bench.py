@@ -307,7 +307,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
                 i,
                 when(p.started_at),
                 p.ref,
-                fmt_ms(getattr(p, metric, None) if hasattr(p, metric) else None, 4),
+                f"{report.values[i]:,.4f}" if i < len(report.values) else "",
                 p.status,
                 "<- change point" if i in changes else "",
             ]

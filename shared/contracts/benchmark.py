@@ -260,6 +260,7 @@ class TrendReport(msgspec.Struct, kw_only=True):
     direction: str = "flat"  # "rising", "falling" or "flat" (the CI contains 0)
     change_points: list[ChangePointView] = []
     message: str = ""
+    values: list[float] = []  # ``metric`` of each point, in the order of ``points``
 
 
 class CompareRequest(msgspec.Struct, kw_only=True):
