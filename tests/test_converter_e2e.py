@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from services.converter.service import ConverterService
 from services.registry.service import RegistryService
@@ -31,7 +32,7 @@ from shared.contracts.registry import ListModels, ModelRegistered
 from shared.sdk import Client
 from tests.support import converter_models as cm
 from tests.support.models import digits_dataset, mlp
-from tests.support.services import REPO, running
+from tests.support.services import REPO, ServiceProcess, running
 
 INFERLAB = [str(Path(sys.executable).parent / "inferlab")]
 
@@ -293,3 +294,42 @@ async def test_cli_convert_lineage_and_profiles(settings: Settings, tmp_path: Pa
         assert ids["fp16"]["available"] is True
         rc, out, err = await cli(settings, "profiles")
         assert rc == 0 and "int8-static" in out and "available" in out
+
+
+@pytest.mark.fault
+async def test_converter_killed_mid_conversion_registers_the_variant_once(settings: Settings, tmp_path: Path) -> None:
+    """kill -9 while a conversion runs; the restarted converter gets the command again after
+    ack_wait and the variant ends up registered and announced exactly once."""
+    settings = _fast(settings, converter_profiles=(), ack_wait_s=2.0)
+    model = cm.big_mlp(tmp_path / "big.onnx", target_bytes=16 << 20)
+    async with running(settings, RegistryService), await Client.connect(settings) as client:
+        await client.register(model, name="big", version="1.0.0")
+        first = ServiceProcess("converter", settings, tmp_path / "logs").start()
+        try:
+            killed = asyncio.Event()
+
+            def on_progress(message: object) -> None:
+                if isinstance(message, ConversionProgress) and message.stage == "converting" and not killed.is_set():
+                    first.kill()
+                    killed.set()
+
+            waiting = asyncio.create_task(
+                client.convert("big@1.0.0", profiles=["int8-dynamic"], on_progress=on_progress, timeout=90)
+            )
+            await asyncio.wait_for(killed.wait(), 60)
+            second = ServiceProcess("converter", settings, tmp_path / "logs").start()
+            try:
+                outcomes = await waiting
+                assert isinstance(outcomes[0], ModelConverted), outcomes[0]
+            finally:
+                second.stop()
+        finally:
+            first.kill()
+        await asyncio.sleep(0.5)
+        listed = await client.list(ListModels(name="big"))
+        assert sorted(v.record.variant for v in listed.models) == ["base", "int8-dynamic"]
+        announced = [
+            e for e in await stored(client, "model.registered.big") if e.message and e.message.variant != "base"
+        ]
+        assert len(announced) == 1
+        assert len(await stored(client, "model.converted.big")) == 1
