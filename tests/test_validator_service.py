@@ -174,7 +174,13 @@ async def test_validate_a_registered_model_with_progress_report_and_registry_sig
 async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vclient: Client, tmp_path: Path) -> None:
     base = vm.sk_classifier(tmp_path / "digits.onnx")
     damaged = vm.damaged_variant(base, tmp_path / "damaged.onnx")
-    await vclient.register(base, name="digits", version="1.0.0", dataset=vm.sk_dataset(tmp_path / "d.npz"))
+    await vclient.register(
+        base,
+        name="digits",
+        version="1.0.0",
+        dataset=vm.sk_dataset(tmp_path / "d.npz"),
+        metadata={"requirements": ["accuracy>=0.9"]},
+    )
     await vclient.register(damaged, name="digits", version="1.0.0", variant="damaged", parent="digits@1.0.0")
     # the variant has no dataset of its own: the parent's is used
     event = await vclient.validate("digits@1.0.0+damaged", checks=["structural", "parity", "metrics"])
@@ -191,7 +197,8 @@ async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vcl
     alert = alerts[0]
     assert isinstance(alert, ValidationFailedAlert)
     assert alert.ref == "digits@1.0.0+damaged" and alert.validated_event_id == event.event_id
-    assert [c.metric for c in alert.failed] == ["parity"]
+    # the variant states no requirements of its own: it is held to its parent's
+    assert [(c.metric, c.source) for c in alert.failed] == [("accuracy", "parent-metadata"), ("parity", "default")]
     assert "parity check failed" in alert.summary
 
 

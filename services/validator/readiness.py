@@ -40,7 +40,7 @@ def _fmt(metric: str, value: float | None) -> str:
     if metric in ("structural", "parity", "fairness"):
         return "passed" if value >= 1 else "failed"
     if metric.endswith("_ms"):
-        return f"{value:.3f} ms"
+        return f"{value:.3f} ms" if abs(value) >= 0.1 else f"{value:.2g} ms"
     if metric == "mcnemar_p":
         return f"{value:.3g}"
     if metric == "accuracy_drop":
@@ -223,7 +223,7 @@ def recommend(criteria: list[CriterionResult], ctx: Context) -> list[str]:
             alternatives = _faster_alternatives(ctx, c.limit, metric)
             if alternatives:
                 alt = alternatives[0]
-                figure = f"{alt.p99_ms:.3f} ms p99" if metric == "p99_ms" else f"{alt.throughput_ips:.1f}/s"
+                figure = f"{_fmt('p99_ms', alt.p99_ms)} p99" if metric == "p99_ms" else f"{alt.throughput_ips:.1f}/s"
                 acc = f", accuracy {alt.accuracy:.4f}" if alt.accuracy is not None else ""
                 recs.append(
                     f"{metric} {_fmt(metric, c.measured)} misses the limit {_fmt(metric, c.limit)}; "

@@ -7,7 +7,8 @@ a few aliases such as ``p99`` or ``fairness_gap``).
 
 Precedence, per metric (the first source that names a metric decides it):
 1. the request (``model.validate`` requirements, ``--require``);
-2. the model's registration metadata, ``metadata["requirements"]``;
+2. the model's registration metadata, ``metadata["requirements"]`` (a variant registered
+   without any inherits its parent's: ``parent-metadata``);
 3. the per-name policy file ``<policy dir>/<name>.json`` (or ``.toml``);
 4. the fleet-wide policy file ``<policy dir>/default.json`` (or ``.toml``);
 5. built-in defaults: the structural check passes; a variant keeps parity with its parent; no
@@ -40,7 +41,7 @@ from shared.contracts.validation import (
 )
 from shared.errors import InferlabError
 
-SOURCES = ("request", "metadata", "policy", "default-policy", "default")
+SOURCES = ("request", "metadata", "parent-metadata", "policy", "default-policy", "default")
 BUILTIN_DEFAULTS = (
     Requirement(metric="structural", op=">=", value=1.0),
     Requirement(metric="parity", op=">=", value=1.0),
@@ -178,12 +179,13 @@ def resolve(
     policy: Policy | None,
     default_policy: Policy | None,
     defaults: tuple[Requirement, ...] = BUILTIN_DEFAULTS,
+    metadata_source: str = "metadata",
 ) -> list[Sourced]:
     """Merge the sources by precedence: per metric, the highest source wins (several
     requirements on one metric from that same source all apply, e.g. a range)."""
     layers = [
         ("request", [check_requirement(r) for r in request]),
-        ("metadata", parse_requirements(metadata, "model metadata 'requirements'")),
+        (metadata_source, parse_requirements(metadata, f"{metadata_source} 'requirements'")),
         ("policy", policy.requirements if policy else []),
         ("default-policy", default_policy.requirements if default_policy else []),
         ("default", list(defaults)),

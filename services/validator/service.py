@@ -235,11 +235,16 @@ class ValidatorService:
         try:
             check_options(options)
             config = SuiteConfig.from_settings(self.settings, options)
+            metadata_reqs, metadata_source = record.metadata.get("requirements"), "metadata"
+            if metadata_reqs is None and parent_view is not None:
+                # a variant is held to its family's requirements unless it states its own
+                metadata_reqs, metadata_source = parent_view.record.metadata.get("requirements"), "parent-metadata"
             requirements = rq.resolve(
                 request=job.requirements or [],
-                metadata=record.metadata.get("requirements"),
+                metadata=metadata_reqs,
                 policy=policy,
                 default_policy=default_policy,
+                metadata_source=metadata_source,
             )
         except InferlabError as exc:
             raise ValidationFailure(exc.code, exc.message) from None
