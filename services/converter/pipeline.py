@@ -235,7 +235,7 @@ def run_profile(run: ProfileRun) -> Outcome:
 
     checked = time.perf_counter()
     try:
-        runner = converted.runner or run.profile.runner(converted.path)
+        runner = run.profile.runner(converted.path)
     except RuntimeLoadError as exc:
         raise fail(REASON_CONVERSION_ERROR, f"the {run.profile.id} variant does not load: {exc}") from exc
     except ProfileError as exc:

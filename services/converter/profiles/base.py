@@ -124,13 +124,11 @@ class RuntimeLoadError(Exception):
 
 @dataclass
 class Converted:
-    """The variant file; ``runner`` when the profile already loaded it (saves a second load
-    for the parity check)."""
+    """The variant file, what the profile has to say about it, and its format."""
 
     path: Path
     details: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_ONNX
-    runner: Runner | None = None
 
 
 class Profile(ABC):

@@ -196,7 +196,7 @@ def build_engine(onnx_path: Path, context: ConversionContext, *, precision: str)
         config.add_optimization_profile(profile)
     cache_path = (context.cache_dir or context.workdir) / TIMING_CACHE
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    config.set_timing_cache(cache, False)  # a cache from another GPU or version is not used
     try:
         serialized = builder.build_serialized_network(network, config)
     except Exception as exc:
