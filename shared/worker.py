@@ -86,7 +86,9 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 class PoisonMessage(Exception):
-    """The message can never be handled (undecodable, unroutable, too large)."""
+    """The message can never be handled (undecodable, unroutable, too large). A handler may
+    raise it too, for input it can tell no retry will fix: the message is dead-lettered at
+    once instead of being retried ``max_deliver`` times."""
 
 
 class Worker:
@@ -215,6 +217,10 @@ class Worker:
                 await route.handler(delivery)
             except asyncio.CancelledError:
                 raise
+            except PoisonMessage as exc:  # the handler knows no retry can succeed
+                heartbeat.cancel()
+                await self._dead_letter(msg, exc, reason="poison")
+                return
             except Exception as exc:
                 self.failed += 1
                 await self._on_failure(msg, exc, meta.num_delivered)

@@ -183,3 +183,22 @@ async def test_work_that_never_finishes_is_dead_lettered_through_the_advisory(bu
     [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=0.5)]
     assert letter.message.details["reason"] == "max_deliver_advisory"
     assert letter.message.payload and "stuck" in letter.message.payload
+
+
+async def test_a_handler_can_declare_a_message_poison(bus: Bus) -> None:
+    from shared.worker import PoisonMessage
+
+    calls: list[int] = []
+
+    async def refuses(delivery: Delivery) -> None:
+        calls.append(delivery.deliveries)
+        raise PoisonMessage("latencies and timestamps differ in length")
+
+    worker = await run_worker(bus, refuses, durable="poison", max_deliver=5)
+    await bus.publish(subjects.REGISTER, command("p", "poison-id"))
+    await eventually(lambda: worker.dead_lettered == 1)
+    await stop(worker)
+    assert calls == [1]  # no retries
+    client = Client(bus)
+    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=0.5)]
+    assert letter.message.details["reason"] == "poison"
