@@ -153,6 +153,16 @@ def test_bad_checks_and_options_are_refused(tmp_path: Path) -> None:
         _suite(model, None, options={"sed": 1})
     with pytest.raises(OptionsError, match="seed"):
         SuiteConfig().with_options({"seed": -1})
+    for bad, match in (
+        ({"noise_levels": "lots"}, "noise_levels"),
+        ({"top_k": [0]}, "top_k"),
+        ({"task": "painting"}, "task"),
+        ({"fairness_max_gap": "wide"}, "fairness_max_gap"),
+        ({"shapes": {"X": [0]}}, "shapes"),
+        ({"parity": 0.1}, "parity"),
+    ):
+        with pytest.raises(OptionsError, match=match):
+            _suite(model, None, options=bad)
 
 
 def test_reports_are_trimmed_to_the_message_limit() -> None:

@@ -272,7 +272,7 @@ class ValidatorService:
             dataset=dataset,
             dataset_uri=dataset_uri,
             dataset_sha256=dataset_sha,
-            task=record.task,
+            task=record.task or (parent_view.record.task if parent_view else None),
             parent_runner=parent_runner,
             parent_ref=parent_view.record.ref if parent_view else None,
             parent_variant=parent_view.record.variant if parent_view else None,

@@ -144,10 +144,54 @@ class SuiteConfig:
         return replace(self, **changes)
 
 
+_NUMBER_OPTIONS = ("alpha", "fairness_max_gap", "noise_max_drop", "noise_reference", "attack_p_init")
+_NAME_OPTIONS = (
+    "task",
+    "score_output",
+    "label_output",
+    "regression_output",
+    "attack_input",
+    "detection_layout",
+    "box_format",
+    "boxes_output",
+    "scores_output",
+    "classes_output",
+    "count_output",
+    "detections_output",
+)
+
+
 def check_options(options: dict[str, Any]) -> None:
+    """Refuse unknown options and values of the wrong kind up front (``invalid_options``),
+    rather than failing halfway through a check."""
     unknown = sorted(set(options) - set(KNOWN_OPTIONS))
     if unknown:
         raise OptionsError(f"unknown option(s) {unknown}; known: {', '.join(sorted(KNOWN_OPTIONS))}")
+    for key in _NUMBER_OPTIONS:
+        if key in options:
+            _float_option(options, key)
+    for key in _NAME_OPTIONS:
+        if key in options and not isinstance(options[key], str):
+            raise OptionsError(f"option {key!r} must be a text, not {options[key]!r}")
+    if "task" in options and normalise_task(options["task"]) is None:
+        raise OptionsError(f"option 'task' must be one of {', '.join(TASKS)}, not {options['task']!r}")
+    for key, minimum in (("noise_levels", 0.0), ("top_k", 1)):
+        if key in options:
+            values = options[key]
+            if (
+                not isinstance(values, list)
+                or not values
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= minimum for v in values)
+            ):
+                raise OptionsError(f"option {key!r} must be a non-empty list of numbers >= {minimum}, not {values!r}")
+    if "shapes" in options:
+        shapes = options["shapes"]
+        if not isinstance(shapes, dict) or not all(
+            isinstance(v, list) and all(isinstance(d, int) and d > 0 for d in v) for v in shapes.values()
+        ):
+            raise OptionsError(f"option 'shapes' must map input names to lists of positive sizes, not {shapes!r}")
+    if "parity" in options and not isinstance(options["parity"], dict):
+        raise OptionsError("option 'parity' must be a table of tolerances {rtol, atol, min_top1, min_cosine, alpha}")
 
 
 def _int_option(options: dict[str, Any], key: str, minimum: int = 0) -> int:
