@@ -407,3 +407,44 @@ async def test_cli_validate_and_report(stack, vsettings: Settings, vclient: Clie
     assert rc == 1 and "unknown metric 'speed'" in err and "Traceback" not in err
     rc, out, err = await cli("report", "nothing@1.0.0")
     assert rc == 1 and "error:" in err
+
+
+@pytest.mark.fault
+async def test_a_validator_killed_mid_validation_is_replaced_and_reports_once(
+    vsettings: Settings, vclient: Client, tmp_path: Path
+) -> None:
+    from tests.support.services import ServiceProcess
+
+    settings = vsettings.with_overrides(validator_attack_time_s=4.0, validator_attack_queries=100_000)
+    async with running(settings, RegistryService):
+        await vclient.register(
+            vm.sk_classifier(tmp_path / "digits.onnx"),
+            name="digits",
+            version="1.0.0",
+            dataset=vm.sk_dataset(tmp_path / "d.npz"),
+        )
+        first = ServiceProcess("validator", settings, tmp_path / "logs").start()
+        inbox = vclient.bus.nc.new_inbox()
+        stages: asyncio.Queue[str] = asyncio.Queue()
+
+        async def on_msg(msg) -> None:
+            await stages.put(json.loads(msg.data).get("stage", "outcome"))
+
+        sub = await vclient.bus.nc.subscribe(inbox, cb=on_msg)
+        command = ValidateModel(event_id=new_id(), ref="digits@1.0.0", reply_to=inbox)
+        await vclient.send(subjects.VALIDATE, command)
+        try:
+            while await asyncio.wait_for(stages.get(), 60) != "adversarial":
+                pass
+            first.kill()  # mid-attack, before anything was published
+            second = ServiceProcess("validator", settings, tmp_path / "logs").start()
+            try:
+                event = await _wait_for(vclient, subjects.validated("digits"), lambda m: True, timeout=90)
+                assert event.event_id == f"validated-{command.event_id}" and event.ready
+                await asyncio.sleep(1.0)
+                assert len(await _messages(vclient, subjects.validated("digits"))) == 1
+            finally:
+                second.stop()
+        finally:
+            await sub.unsubscribe()
+            first.stop()
