@@ -313,21 +313,35 @@ class Bus:
     # --- reading streams (CLI/SDK) ----------------------------------------------------------
 
     async def follow(
-        self, subject: str, *, replay: bool = False, idle_timeout: float | None = None
+        self,
+        subject: str,
+        *,
+        replay: bool = False,
+        idle_timeout: float | None = None,
+        stored_only: bool = False,
     ) -> AsyncIterator[tuple[str, bytes]]:
         """Yield ``(subject, data)`` of stream messages on ``subject`` through an ordered
-        consumer: everything stored first when ``replay``, else only new ones. Stops after
-        ``idle_timeout`` seconds without a message (None: never)."""
+        consumer: everything stored first when ``replay``, else only new ones.
+
+        ``stored_only`` ends the iteration once every message stored when it began has been
+        read (a snapshot, however slow the server); ``idle_timeout`` ends it after that many
+        seconds without a message (None: never)."""
         policy = js_api.DeliverPolicy.ALL if replay else js_api.DeliverPolicy.NEW
         sub = await self.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+        remaining: int | None = None
+        if stored_only:
+            info = await sub.consumer_info()
+            remaining = (info.num_pending or 0) + (info.delivered.consumer_seq if info.delivered else 0)
         try:
-            while True:
+            while remaining is None or remaining > 0:
                 try:
                     msg = await sub.next_msg(timeout=idle_timeout if idle_timeout is not None else 3600)
                 except nats.errors.TimeoutError:
                     if idle_timeout is not None:
                         return
                     continue
+                if remaining is not None:
+                    remaining -= 1
                 yield msg.subject, msg.data
         finally:
             try:

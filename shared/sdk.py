@@ -339,19 +339,32 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
     # --- streams ----------------------------------------------------------------------------
 
     async def events(
-        self, subject: str = "model.>", *, replay: bool = False, idle_timeout: float | None = None
+        self,
+        subject: str = "model.>",
+        *,
+        replay: bool = False,
+        idle_timeout: float | None = None,
+        stored_only: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """Events on ``subject``: each with its subject, the typed message when the subject
         has a contract and the payload decodes, and the raw bytes. ``replay`` starts from
-        the oldest stored message; ``idle_timeout`` ends the iteration after that many
-        seconds without one."""
-        async for subj, data in self.bus.follow(subject, replay=replay, idle_timeout=idle_timeout):
+        the oldest stored message; ``stored_only`` ends the iteration when every message
+        stored at the start was read; ``idle_timeout`` ends it after that many seconds
+        without one."""
+        async for subj, data in self.bus.follow(
+            subject, replay=replay, idle_timeout=idle_timeout, stored_only=stored_only
+        ):
             yield StreamEvent.from_wire(subj, data)
 
     def alerts(
-        self, subject: str = "alerts.>", *, replay: bool = False, idle_timeout: float | None = None
+        self,
+        subject: str = "alerts.>",
+        *,
+        replay: bool = False,
+        idle_timeout: float | None = None,
+        stored_only: bool = False,
     ) -> AsyncIterator[StreamEvent]:
-        return self.events(subject, replay=replay, idle_timeout=idle_timeout)
+        return self.events(subject, replay=replay, idle_timeout=idle_timeout, stored_only=stored_only)
 
     # --- discovery --------------------------------------------------------------------------
 

@@ -32,8 +32,9 @@ from tests.support.models import digits_classifier, digits_dataset, mlp, sized_m
 from tests.support.services import running
 
 
-async def stored_events(client: Client, subject: str, idle: float = 0.4) -> list:
-    return [e async for e in client.events(subject, replay=True, idle_timeout=idle)]
+async def stored_events(client: Client, subject: str, idle: float = 10.0) -> list:
+    """Every event stored on ``subject`` right now."""
+    return [e async for e in client.events(subject, replay=True, idle_timeout=idle, stored_only=True)]
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -59,7 +60,7 @@ async def outcome_of(client: Client, name: str, version: str, timeout: float = 1
 
     async def find():
         for subject in (f"model.registered.{token}", f"model.rejected.{token}"):
-            for event in await stored_events(client, subject, idle=0.2):
+            for event in await stored_events(client, subject):
                 if event.data.get("name") == name and event.data.get("version") == version:
                     return event
         return None
@@ -449,7 +450,7 @@ async def test_malformed_json_is_dead_lettered_and_the_registry_keeps_serving(
         assert event.subject == "model.registered.after"
 
         async def two_letters():
-            letters = await stored_events(client, "deadletter.registry", idle=0.2)
+            letters = await stored_events(client, "deadletter.registry")
             return letters if len(letters) == 2 else None
 
         letters = await wait_for(two_letters)

@@ -69,10 +69,15 @@ async def test_a_handler_failing_every_time_is_dead_lettered_with_an_alert(bus: 
     await eventually(lambda: worker.dead_lettered == 1, timeout=20)
     await stop(worker)
     client = Client(bus)
-    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=0.5)]
+    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=10, stored_only=True)]
     assert letter.message.error == "model exploded" and letter.message.deliveries == 2
     assert letter.message.details["reason"] == "max_deliver"
-    [alert] = [e async for e in client.alerts("alerts.pipeline.deadletter.tester", replay=True, idle_timeout=0.5)]
+    [alert] = [
+        e
+        async for e in client.alerts(
+            "alerts.pipeline.deadletter.tester", replay=True, idle_timeout=10, stored_only=True
+        )
+    ]
     assert alert.message.subject == subjects.REGISTER
 
 
@@ -180,7 +185,7 @@ async def test_work_that_never_finishes_is_dead_lettered_through_the_advisory(bu
         task.cancel()
     await stop(worker)
     client = Client(bus)
-    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=0.5)]
+    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=10, stored_only=True)]
     assert letter.message.details["reason"] == "max_deliver_advisory"
     assert letter.message.payload and "stuck" in letter.message.payload
 
@@ -200,5 +205,5 @@ async def test_a_handler_can_declare_a_message_poison(bus: Bus) -> None:
     await stop(worker)
     assert calls == [1]  # no retries
     client = Client(bus)
-    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=0.5)]
+    [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=10, stored_only=True)]
     assert letter.message.details["reason"] == "poison"

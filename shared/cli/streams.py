@@ -62,8 +62,12 @@ def _ref_of(data: dict[str, Any]) -> str:
 def cmd_events(args: argparse.Namespace) -> int:
     async def go() -> None:
         async with await Client.connect(settings_from(args)) as client:
-            idle = None if args.follow else 1.0
-            async for event in client.events(args.subject, replay=not args.new, idle_timeout=idle):
+            # Without --follow: print what is stored now, then stop (the idle timeout is only a
+            # safety net when the server stops answering).
+            idle = None if args.follow else 30.0
+            async for event in client.events(
+                args.subject, replay=not args.new, idle_timeout=idle, stored_only=not args.follow
+            ):
                 if args.json:
                     emit_json_line({"subject": event.subject, "data": event.data, "error": event.error})
                     continue
