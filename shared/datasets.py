@@ -30,15 +30,35 @@ class Dataset:
         return len(next(iter(self.inputs.values())))
 
     def subset(self, index: np.ndarray | slice) -> Dataset:
+        """The samples at ``index``. Detection ground truth is stored flat (``gt_boxes`` and
+        ``gt_classes`` rows, ``gt_counts`` per sample), so its rows are picked per sample."""
+        rows = np.arange(self.samples)[index]
+        extras = dict(self.extras)
+        if "gt_counts" in extras:
+            counts = np.asarray(extras["gt_counts"], dtype=np.int64)
+            ends = np.cumsum(counts)
+            starts = ends - counts
+            picked = (
+                np.concatenate([np.arange(starts[i], ends[i]) for i in rows]) if len(rows) else np.zeros(0, np.int64)
+            )
+            extras["gt_counts"] = counts[rows]
+            for key in ("gt_boxes", "gt_classes"):
+                if key in extras:
+                    extras[key] = np.asarray(extras[key])[picked]
         return Dataset(
-            inputs={k: v[index] for k, v in self.inputs.items()},
-            labels=None if self.labels is None else self.labels[index],
-            groups=None if self.groups is None else self.groups[index],
-            extras=self.extras,
+            inputs={k: v[rows] for k, v in self.inputs.items()},
+            labels=None if self.labels is None else self.labels[rows],
+            groups=None if self.groups is None else self.groups[rows],
+            extras=extras,
         )
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
+    # np.load takes anything that is not a zip or .npy for a pickle; say what it really is.
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise InvalidDataset(f"{path.name} is not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}

@@ -359,12 +359,11 @@ class RegistryService:
 
     async def on_validated(self, delivery: Delivery[ModelValidated]) -> None:
         event = delivery.message
-        await self.store.merge_signals(
-            event.name,
-            event.version,
-            event.variant,
-            {"accuracy": event.accuracy, "ready": event.ready, "validated_at": event.occurred_at},
-        )
+        update: dict[str, object] = {"ready": event.ready, "validated_at": event.occurred_at}
+        if event.accuracy is not None:
+            # A validation without a labelled dataset measures no accuracy: keep the last one.
+            update["accuracy"] = event.accuracy
+        await self.store.merge_signals(event.name, event.version, event.variant, update)
 
     # --- endpoints --------------------------------------------------------------------------
 

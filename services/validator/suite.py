@@ -299,22 +299,7 @@ def _subsample(dataset: Dataset, limit: int, seed: int) -> Dataset:
         return dataset
     rng = np.random.default_rng([seed, 1])
     index = np.sort(rng.choice(dataset.samples, size=limit, replace=False))
-    if "gt_counts" in dataset.extras:
-        return _subsample_detection(dataset, index)
     return dataset.subset(index)
-
-
-def _subsample_detection(dataset: Dataset, index: np.ndarray) -> Dataset:
-    counts = np.asarray(dataset.extras["gt_counts"], dtype=np.int64)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    rows = np.concatenate([np.arange(starts[i], ends[i]) for i in index]) if len(index) else np.zeros(0, np.int64)
-    extras = dict(dataset.extras)
-    extras["gt_counts"] = counts[index]
-    extras["gt_boxes"] = np.asarray(dataset.extras["gt_boxes"])[rows]
-    extras["gt_classes"] = np.asarray(dataset.extras["gt_classes"])[rows]
-    sub = dataset.subset(index)
-    return Dataset(inputs=sub.inputs, labels=sub.labels, groups=sub.groups, extras=extras)
 
 
 def _rows(feeds: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
