@@ -126,14 +126,15 @@ def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: 
         ) from None
     except (onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
         raise VerificationError(RejectionReason.INVALID_MODEL, f"onnx.checker: {_first_line(exc)}") from None
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # already passed the strict pass; shapes are a nicety here
-        inferred = model
-
     outputs = graph_outputs(model)
-    inferred_outputs = {s.name: s for s in graph_outputs(inferred)}
-    outputs = [inferred_outputs.get(o.name, o) if not o.shape and inferred_outputs.get(o.name) else o for o in outputs]
+    if any(not o.shape for o in outputs if o.is_tensor):
+        # Only when the graph leaves an output's shape undeclared: a second inference pass
+        # costs as much as the strict one above on a large model.
+        try:
+            inferred = {s.name: s for s in graph_outputs(onnx.shape_inference.infer_shapes(model, data_prop=True))}
+        except Exception:  # already passed the strict pass; shapes are a nicety here
+            inferred = {}
+        outputs = [inferred.get(o.name, o) if not o.shape else o for o in outputs]
     return ModelFacts(
         path=stored_path,
         framework=model.producer_name or None,
