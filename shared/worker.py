@@ -326,10 +326,13 @@ class Worker:
         error: str,
         reason: str,
     ) -> bool:
-        """Publish the dead letter and its alert; ids derive from the stream position, so a
-        second report of the same message (another replica, the advisory) dedupes."""
+        """Publish the dead letter and its alert; ids derive from the consumer and the stream
+        position, so a second report of the same message by this consumer (another replica,
+        the advisory) dedupes, while each of several consumers of one poison message (the
+        converter and the benchmarker both read ``model.registered.*``) records its own."""
+        key = f"{self.durable}-{stream.lower()}-{seq}"
         letter = DeadLetter(
-            event_id=f"dl-{stream.lower()}-{seq}",
+            event_id=f"dl-{key}",
             service=self.service,
             subject=subject,
             stream=stream,
@@ -343,7 +346,7 @@ class Worker:
             details={"reason": reason},
         )
         alert = DeadLetterAlert(
-            event_id=f"dla-{stream.lower()}-{seq}",
+            event_id=f"dla-{key}",
             correlation_id=letter.event_id,
             severity="critical",
             name=self.service,
