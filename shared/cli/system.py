@@ -1,16 +1,20 @@
-"""Platform commands: up, status, schema, config."""
+"""Platform commands: up (optionally seeding the demo), demo, status, schema, config."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from shared import demo
 from shared.cli.app import add_json_flag, run, settings_from
 from shared.cli.output import console, emit_json, table
-from shared.config import describe, redacted
+from shared.config import Settings, describe, redacted
 from shared.contracts.catalogue import CATALOGUE, all_schemas, json_schema
 from shared.errors import InferlabError
 from shared.sdk import Client
@@ -20,7 +24,32 @@ from shared.supervisor import SERVICES, Supervisor, available_services
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run the platform: embedded NATS (when needed) and every service, supervised")
     p.add_argument("--services", help=f"comma-separated subset of {','.join(SERVICES)}")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="on an empty platform, train and register the demo models and follow them through the chain",
+    )
+    _demo_flags(p)
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "demo",
+        help="train the demo models, register them with a running platform and follow them through the chain",
+        description=(
+            "Trains an MLP (scikit-learn) and, with PyTorch installed, a small CNN on scikit-learn's bundled "
+            "digits, registers each with its labelled test set, and prints each step (registered, converted, "
+            "benchmarked, validated) and a summary. Models already registered are not registered again: their "
+            "stored events are replayed. Exit status 1 when a step did not finish within --demo-timeout."
+        ),
+    )
+    _demo_flags(p)
+    p.add_argument(
+        "--files-only",
+        action="store_true",
+        help="only write the models and their datasets (into --dir, default ./) and exit; no platform needed",
+    )
+    p.add_argument("--dir", help="where to write the demo models and datasets (default: $INFERLAB_HOME/demo)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="running services, discovered through $SRV.INFO / $SRV.STATS")
     p.add_argument("--service", help="only this service; exit 1 when no instance answers (healthchecks)")
@@ -38,6 +67,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_config)
 
 
+def _demo_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--demo-models",
+        metavar="KINDS",
+        help="comma-separated demo models: mlp, cnn (default: both where PyTorch is installed, else mlp)",
+    )
+    p.add_argument(
+        "--demo-timeout",
+        type=float,
+        default=demo.DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for the demo chain to finish",
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     services = available_services()
@@ -50,6 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if missing:
             raise InferlabError(f"services not installed here: {missing}")
         services = wanted
+    kinds = demo.parse_kinds(args.demo_models) if args.demo else []
     supervisor = Supervisor(
         settings,
         services=services,
@@ -57,18 +102,122 @@ def cmd_up(args: argparse.Namespace) -> int:
         extra_import_roots=[Path.cwd()],
     )
 
-    def ready() -> None:
-        console.print(
-            f"[bold]inferlab[/] up: {', '.join(services) or 'no services'} on {settings.nats_url}. "
-            "Ctrl-C stops everything.",
-            highlight=False,
-        )
+    async def main() -> None:
+        up = asyncio.Event()
+
+        def ready() -> None:
+            console.print(
+                f"[bold]inferlab[/] up: {', '.join(services) or 'no services'} on {settings.nats_url}. "
+                "Ctrl-C stops everything.",
+                highlight=False,
+            )
+            up.set()
+
+        platform = asyncio.create_task(supervisor.run(ready=ready))
+        seeding = None
+        if args.demo:
+            seeding = asyncio.create_task(_demo_when_up(settings, services, kinds, up, args.demo_timeout))
+        try:
+            await platform
+        finally:
+            if seeding is not None and not seeding.done():
+                seeding.cancel()
+                await asyncio.wait({seeding}, timeout=5.0)
 
     try:
-        asyncio.run(supervisor.run(ready=ready))
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _say(line: str) -> None:
+    console.print(f"[bold cyan]demo[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+async def _wait_for_services(client: Client, services: list[str], timeout: float) -> list[str]:
+    """Poll micro discovery until every service answers; returns those that never did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    missing = list(services)
+    while missing and loop.time() < deadline:
+        found = {s.name for s in await client.status(timeout=0.5)}
+        missing = [s for s in services if s not in found]
+    return missing
+
+
+async def _demo_when_up(
+    settings: Settings, services: list[str], kinds: list[str], up: asyncio.Event, timeout: float
+) -> None:
+    """``inferlab up --demo``: once every service answers, seed the demo if the platform holds
+    no model yet (a fresh data dir); a failing demo never stops the platform."""
+    await up.wait()
+    absent = [s for s in SERVICES if s not in services]
+    if absent:
+        _say(f"skipped: the demo follows a model through every service, and {', '.join(absent)} is not started")
+        return
+    try:
+        async with await Client.connect(settings, name="inferlab-demo") as client:
+            missing = await _wait_for_services(client, services, timeout=120.0)
+            if missing:
+                _say(f"skipped: {', '.join(missing)} did not answer within 120 s (see {settings.home_path / 'logs'})")
+                return
+            listed = await client.list(limit=1)
+            if listed.models:
+                _say(
+                    "skipped: the platform already holds models (the demo seeds an empty one); "
+                    "`inferlab demo` adds it anyway"
+                )
+                return
+            await _seed(client, settings.home_path / "demo", kinds, timeout)
+    except asyncio.CancelledError:
+        raise
+    except InferlabError as exc:
+        _say(f"stopped: {exc.message} (the platform keeps running)")
+    except Exception as exc:  # the demo is a guest: whatever breaks it must not take the platform down
+        _say(f"stopped by an unexpected error: {type(exc).__name__}: {exc} (the platform keeps running)")
+
+
+async def _seed(client: Client, folder: Path, kinds: list[str], timeout: float) -> demo.Tracker:
+    started = time.monotonic()
+    _say(f"training {', '.join(kinds)} on scikit-learn's digits (files in {folder})")
+    models = await asyncio.to_thread(demo.build_models, folder, kinds)
+    tracker = await demo.run_demo(client, models, say=_say, timeout=timeout)
+    table("demo summary", demo.SUMMARY_COLUMNS, demo.summary_rows(tracker))
+    took = time.monotonic() - started
+    first = models[0].ref if models else "NAME@VERSION"
+    _say(f"{'finished' if tracker.done() else 'incomplete'} in {took:.0f} s. Next:")
+    for line in (
+        f"inferlab report {first} --html {first.split('@')[0]}.html   # one page of plots: latency, trend, "
+        "parity, robustness, fairness, readiness",
+        'inferlab models  ·  inferlab alerts  ·  inferlab sql "SELECT ref, p50_ms, p99_ms FROM latest_runs"',
+        "inferlab register model.onnx --name NAME --version 1.0.0 --dataset test.npz --wait   # your own model",
+    ):
+        console.print(f"     {escape(line)}", highlight=False, soft_wrap=True)
+    return tracker
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    kinds = demo.parse_kinds(args.demo_models)
+    if args.files_only:
+        folder = Path(args.dir or ".")
+        for model in demo.build_models(folder, kinds):
+            console.print(
+                f"wrote {model.model_path} and {model.dataset_path}  ({model.description}; holdout accuracy "
+                f"{model.holdout_accuracy:.4f})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        return 0
+    folder = Path(args.dir) if args.dir else settings.home_path / "demo"
+
+    async def go() -> demo.Tracker:
+        async with await Client.connect(settings, name="inferlab-demo") as client:
+            return await _seed(client, folder, kinds, args.demo_timeout)
+
+    tracker = run(go)
+    return 0 if tracker.done() else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
