@@ -12,28 +12,24 @@ finishes (tests/test_worker.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
+
+from services.benchmarker.service import BenchmarkerService
+from services.converter.service import ConverterService
+from services.registry.service import RegistryService
+from services.validator.service import ValidatorService
 from shared.bus import Bus
+from shared.config import Settings
 from shared.contracts.registry import ModelRegistered
 from shared.sdk import Client, StreamEvent
 from shared.worker import Route, Worker
-
-
-async def stored(client: Client, subject: str) -> list[StreamEvent]:
-    """Every message stored on ``subject`` right now."""
-    return [e async for e in client.events(subject, replay=True, stored_only=True)]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, every: float = 0.2) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f}s")
-        await asyncio.sleep(every)
-
+from tests.support.cluster import eventually, minimal_payload, padded, quick, stored
+from tests.support.models import mlp
+from tests.support.services import running
 
 # --- dead letters ---------------------------------------------------------------------------------
 
@@ -70,3 +66,134 @@ async def test_each_consumer_of_a_poison_message_records_its_own_dead_letter(bus
     for letter in letters:
         assert letter.message is not None and letter.message.details["reason"] == "undecodable"
         assert "malformed" in letter.message.error and letter.message.payload == "{not json"
+
+
+# --- poison on every consumed subject ---------------------------------------------------------------
+
+LIMIT = 32 * 1024
+
+
+def _concrete(pattern: str) -> str:
+    return ".".join({"*": "poison", ">": "poison.x"}.get(t, t) for t in pattern.split("."))
+
+
+def _tagged(kind: type) -> bool:
+    return msgspec.inspect.type_info(kind).tag_field is not None  # type: ignore[attr-defined]
+
+
+@pytest.mark.fault
+async def test_poison_on_every_consumed_subject_is_dead_lettered_and_the_pipeline_keeps_serving(
+    settings: Settings, bus: Bus, client: Client, tmp_path: Path
+) -> None:
+    """For every subject any service consumes: invalid JSON, wrong field types, an unknown
+    event type, and a payload one byte over the service's size limit are each dead-lettered
+    by every consumer of that subject, with the error and an alert; a payload exactly at the
+    limit is not refused as poison. Then a real model still goes through the whole pipeline."""
+    s = quick(settings, max_message_bytes=LIMIT)
+    async with (
+        running(s, RegistryService) as registry,
+        running(s, ConverterService) as converter,
+        running(s, BenchmarkerService) as benchmarker,
+        running(s, ValidatorService) as validator,
+    ):
+        # An operator may allow larger messages in the streams than a service decodes: the
+        # service's own limit must still hold (the services set the stream limit to theirs).
+        await bus.ensure_streams()
+        consumers = [
+            (w, r) for svc in (registry, converter, benchmarker, validator) for w in svc.workers for r in w.routes
+        ]
+        by_subject: dict[str, list[tuple[Worker, type]]] = {}
+        for _worker, route in consumers:
+            subject = _concrete(route.subject)
+            by_subject[subject] = [(w, r.kind) for w, r in consumers if r.matches(subject)]
+        assert {
+            "model.register",
+            "model.registered.poison",
+            "model.convert",
+            "model.benchmark",
+            "model.validate",
+            "model.benchmarked.poison",
+            "model.validated.poison",
+            "telemetry.inference.poison",
+            "alerts.poison.x",
+        } <= set(by_subject)
+
+        # (durable, stream, seq) -> (subject, what the error says, payload size)
+        refused: dict[tuple[str, str, int], tuple[str, str, int]] = {}
+        alerts_expected: set[tuple[str, str, int]] = set()
+        at_limit: dict[str, tuple[str, int]] = {}
+        for subject, readers in sorted(by_subject.items()):
+            kinds = {kind for _, kind in readers}
+            assert len(kinds) == 1, f"{subject} is decoded as {kinds}"
+            kind = kinds.pop()
+            sample = minimal_payload(kind)
+            cases: list[tuple[bytes, str | None]] = [
+                (b"{not json", "malformed"),
+                (msgspec.json.encode({**sample, "event_id": 12345}), "Expected `str`, got `int`"),
+                (padded(sample, LIMIT + 1), f"over the {LIMIT}-byte limit"),
+                (padded(sample, LIMIT), None),
+            ]
+            if _tagged(kind):
+                cases.append(
+                    (msgspec.json.encode({**sample, "type": "model.nonsense"}), "Invalid value 'model.nonsense'")
+                )
+            for data, error in cases:
+                ack = await bus.js.publish(subject, data)
+                if error is None:
+                    at_limit[subject] = (ack.stream, ack.seq)
+                    continue
+                for worker, _ in readers:
+                    refused[(worker.durable, ack.stream, ack.seq)] = (subject, error, len(data))
+                    alerts_expected.add((worker.service, subject, ack.seq))
+
+        async def all_refused() -> bool:
+            got = {_letter_key(e) for e in await stored(client, "deadletter.>")}
+            return set(refused) <= got
+
+        await eventually(all_refused, timeout=60, what="a dead letter per consumer and poison message")
+        letters = await stored(client, "deadletter.>")
+        by_key: dict[tuple[str, str, int], list[Any]] = {}
+        for e in letters:
+            by_key.setdefault(_letter_key(e), []).append(e.message)
+        for key, (subject, error, size) in refused.items():
+            [letter] = by_key[key]  # exactly one per consumer
+            assert letter.details["reason"] == "undecodable" and letter.deliveries == 1, letter
+            assert error in letter.error, (key, letter.error)
+            assert letter.subject == subject and letter.payload_bytes == size
+        for stream, seq in at_limit.values():  # decodable at the limit: never refused as poison
+            for (durable, st, sq), found in by_key.items():
+                if (st, sq) == (stream, seq):
+                    assert all(m.details["reason"] != "undecodable" for m in found), (durable, found)
+        # ... and handled: the command at the limit gets its precise rejection.
+        _, register_seq = at_limit["model.register"]
+        rejections = await stored(client, "model.rejected.poison")
+        assert [e.message.reason.value for e in rejections if e.message.event_id == f"rej-models-{register_seq}"] == [
+            "invalid_version"
+        ]
+        alerts = await stored(client, "alerts.pipeline.deadletter.>")
+        got_alerts = {(e.subject.rsplit(".", 1)[1], e.message.subject, e.message.stream_seq) for e in alerts}
+        assert alerts_expected <= got_alerts
+
+        # The next good message goes all the way through every service.
+        record = await client.register(mlp(tmp_path / "good.onnx"), name="good", version="1.0.0")
+        assert record.ref == "good@1.0.0"
+
+        async def pipeline_done() -> bool:
+            validated = await stored(client, "model.validated.good")
+            return {e.message.variant for e in validated if e.message} >= {"base", "ort-opt"}
+
+        await eventually(pipeline_done, timeout=90, what="the good model converted, benchmarked and validated")
+        assert len(await stored(client, "model.converted.good")) == 1
+        assert len(await stored(client, "model.benchmarked.good")) == 2
+
+
+def _durable_of(e: StreamEvent) -> str:
+    # dl-<durable>-<stream>-<seq>; durables may contain dashes (registry-signals)
+    assert e.message is not None
+    body = e.message.event_id[len("dl-") :]
+    return body.rsplit("-", 2)[0]
+
+
+def _letter_key(e: StreamEvent) -> tuple[str, str, int]:
+    assert e.message is not None
+    return (_durable_of(e), e.message.stream, e.message.stream_seq)
