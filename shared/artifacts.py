@@ -259,6 +259,36 @@ class ArtifactStore:
         os.replace(partial, dest)
         return StoredArtifact(self.bucket, name, size, actual)
 
+    async def purge_orphans(self, *, min_age_s: float = 600.0) -> int:
+        """Purge chunk sets that no object's metadata names: what an upload leaves behind when
+        its process dies (kill -9, lost connection) before the metadata was written. A set
+        whose newest chunk is younger than ``min_age_s`` is left alone, so uploads in progress
+        (anywhere: every replica and client writes here) are never touched. Returns how many
+        chunk sets were purged."""
+        chunks = await self.bus.js.stream_info(self.stream, subjects_filter=f"$O.{self.bucket}.C.>")
+        nuids = {subject.rsplit(".", 1)[1] for subject in (chunks.state.subjects or {})}
+        if not nuids:
+            return 0
+        metas = await self.bus.js.stream_info(self.stream, subjects_filter=f"$O.{self.bucket}.M.>")
+        live = set()
+        for subject in metas.state.subjects or {}:
+            with contextlib.suppress(nats.js.errors.NotFoundError, ValueError):
+                msg = await self.bus.js.get_last_msg(self.stream, subject)
+                live.add(json.loads(msg.data or b"{}").get("nuid"))
+        purged = 0
+        now = datetime.now(UTC)
+        for nuid in sorted(nuids - live):
+            subject = f"$O.{self.bucket}.C.{nuid}"
+            try:
+                newest = await self.bus.js.get_last_msg(self.stream, subject)
+            except nats.js.errors.NotFoundError:
+                continue
+            if newest.time is None or (now - newest.time).total_seconds() < min_age_s:
+                continue
+            await self.bus.js.purge_stream(self.stream, subject=subject)
+            purged += 1
+        return purged
+
     async def delete(self, name: str) -> None:
         store = await self.bus.js.object_store(self.bucket)
         with contextlib.suppress(nats.js.errors.ObjectNotFoundError):

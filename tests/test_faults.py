@@ -22,14 +22,17 @@ from services.benchmarker.service import BenchmarkerService
 from services.converter.service import ConverterService
 from services.registry.service import RegistryService
 from services.validator.service import ValidatorService
+from shared.artifacts import ArtifactStore, sha256_file
 from shared.bus import Bus
 from shared.config import Settings
-from shared.contracts.registry import ModelRegistered
+from shared.contracts import subjects
+from shared.contracts.base import new_id
+from shared.contracts.registry import ModelRegistered, RegisterModel
 from shared.sdk import Client, StreamEvent
 from shared.worker import Route, Worker
 from tests.support.cluster import eventually, minimal_payload, padded, quick, stored
-from tests.support.models import mlp
-from tests.support.services import running
+from tests.support.models import mlp, sized_model
+from tests.support.services import ServiceProcess, running
 
 # --- dead letters ---------------------------------------------------------------------------------
 
@@ -197,6 +200,57 @@ def _durable_of(e: StreamEvent) -> str:
 def _letter_key(e: StreamEvent) -> tuple[str, str, int]:
     assert e.message is not None
     return (_durable_of(e), e.message.stream, e.message.stream_seq)
+
+
+# --- kill -9 mid-work ------------------------------------------------------------------------------
+
+
+@pytest.mark.fault
+async def test_registry_killed_mid_upload_registers_once_and_its_orphan_chunks_are_purged(
+    settings: Settings, bus: Bus, client: Client, imports: Path, tmp_path: Path
+) -> None:
+    """kill -9 while the registry streams a 64 MB import into the object store: the restarted
+    registry gets the command again, registers and announces it once, and answers the waiting
+    client; the dead upload's chunks (no metadata points to them) are purged by the sweep."""
+    s = settings.with_overrides(ack_wait_s=2.0)
+    model = sized_model(imports / "big.onnx", 64 << 20)
+    store = ArtifactStore(bus)
+    await store.ensure()
+    chunk_seen = asyncio.Event()
+
+    async def on_chunk(_: Any) -> None:
+        chunk_seen.set()
+
+    sub = await bus.nc.subscribe(f"$O.{s.artifact_bucket}.C.>", cb=on_chunk)
+    first = ServiceProcess("registry", s, tmp_path / "logs").start()
+    second = None
+    try:
+        command = RegisterModel(event_id=new_id(), name="big", version="1.0.0", artifact_uri=f"file://{model}")
+        waiting = asyncio.create_task(client.send_and_wait(subjects.REGISTER, command, timeout=120))
+        await asyncio.wait_for(chunk_seen.wait(), 60)
+        first.kill()  # mid-upload: chunks are in the bucket, the metadata is not
+        await sub.unsubscribe()
+        second = ServiceProcess("registry", s, tmp_path / "logs").start()
+        reply = await waiting
+        assert reply["type"] == "model.registered", reply
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+    assert len(await stored(client, "model.registered.big")) == 1
+    assert await stored(client, "model.rejected.big") == []
+    chunk_sets = await bus.js.stream_info(store.stream, subjects_filter=f"$O.{s.artifact_bucket}.C.>")
+    assert len(chunk_sets.state.subjects or {}) == 2  # the dead upload's and the live object's
+    assert await store.purge_orphans(min_age_s=600) == 0  # too young: could be an upload in progress
+    assert await store.purge_orphans(min_age_s=0) == 1
+    chunk_sets = await bus.js.stream_info(store.stream, subjects_filter=f"$O.{s.artifact_bucket}.C.>")
+    assert len(chunk_sets.state.subjects or {}) == 1
+    async with running(s, RegistryService):
+        record = (await client.get("big@1.0.0")).record
+        assert record.sha256 == sha256_file(model)
+        downloaded = await client.download("big@1.0.0", tmp_path / "back.onnx")  # hash-verified
+        assert downloaded.stat().st_size == model.stat().st_size
 
 
 # --- findings in code this suite may not change (left for the converter's owner) ------------------

@@ -5,6 +5,7 @@ endpoints. Domain logic lives in verify.py (artifacts), store.py (KV) and query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -70,6 +71,10 @@ from shared.log import get_logger
 from shared.worker import Delivery, Route, Worker
 
 SERVICE = "registry"
+# Chunks of an upload that stopped this long ago without metadata are garbage (a live upload
+# writes a chunk at least every few seconds; put_file stalls out after 30 s).
+ORPHAN_MIN_AGE_S = 600.0
+ORPHAN_SWEEP_S = 3600.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -110,11 +115,13 @@ class RegistryService:
         self.scratch = settings.home_path / "scratch" / SERVICE
         self.log = get_logger()
         self.workers: list[Worker] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
         await self.artifacts.ensure()
         await self.store.open()
+        self._sweeper = asyncio.create_task(self._sweep_orphans(), name="orphan-sweeper")
         self.workers = [
             Worker(
                 self.bus,
@@ -138,7 +145,23 @@ class RegistryService:
         ]
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.store.close()
+
+    async def _sweep_orphans(self) -> None:
+        """An upload killed mid-way (this registry, another replica, a pipeline's SDK) leaves
+        chunks without metadata in the artifact bucket; sweep them at start and then hourly."""
+        while True:
+            try:
+                purged = await self.artifacts.purge_orphans(min_age_s=ORPHAN_MIN_AGE_S)
+                if purged:
+                    self.log.info("orphan_chunks_purged", uploads=purged)
+            except Exception as exc:  # the next sweep tries again
+                self.log.warning("orphan_sweep_failed", error=str(exc), error_type=type(exc).__name__)
+            await asyncio.sleep(ORPHAN_SWEEP_S)
 
     # --- model.register ----------------------------------------------------------------------
 
