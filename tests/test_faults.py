@@ -12,6 +12,7 @@ finishes (tests/test_worker.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.bus import Bus
 from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.base import new_id
+from shared.contracts.benchmark import BenchmarkConfig, BenchmarkModel
 from shared.contracts.registry import ModelRegistered, RegisterModel
 from shared.sdk import Client, StreamEvent
 from shared.worker import Route, Worker
@@ -251,6 +253,56 @@ async def test_registry_killed_mid_upload_registers_once_and_its_orphan_chunks_a
         assert record.sha256 == sha256_file(model)
         downloaded = await client.download("big@1.0.0", tmp_path / "back.onnx")  # hash-verified
         assert downloaded.stat().st_size == model.stat().st_size
+
+
+@pytest.mark.fault
+async def test_benchmarker_killed_mid_run_publishes_one_outcome_and_one_history_row_per_config(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    """kill -9 between the two configurations of a benchmark: the restarted benchmarker (same
+    DuckDB file, reopened after the crash) takes the command again, reuses the configuration
+    already stored, measures the other, and publishes one model.benchmarked; the history holds
+    exactly one row per configuration."""
+    s = settings.with_overrides(bench_auto=False, ack_wait_s=2.0)
+    config = BenchmarkConfig(batch_sizes=[1, 2], warmup_s=0.05, window_s=0.2, min_duration_s=1.0, max_duration_s=2.0)
+    async with running(s, RegistryService):
+        await client.register(mlp(tmp_path / "m.onnx"), name="bm", version="1.0.0")
+        first = ServiceProcess("benchmarker", s, tmp_path / "logs").start()
+        second = None
+        inbox = client.bus.nc.new_inbox()
+        progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def on_reply(msg: Any) -> None:
+            await progress.put(json.loads(msg.data))
+
+        sub = await client.bus.nc.subscribe(inbox, cb=on_reply)
+        try:
+            command = BenchmarkModel(event_id=new_id(), ref="bm@1.0.0", config=config, reply_to=inbox)
+            await client.send(subjects.BENCHMARK, command)
+            first_done = await asyncio.wait_for(progress.get(), 60)
+            assert first_done.get("done") == 1, first_done
+            first.kill()  # the second configuration is being measured
+            second = ServiceProcess("benchmarker", s, tmp_path / "logs").start()
+
+            async def benchmarked() -> bool:
+                return len(await stored(client, "model.benchmarked.bm")) >= 1
+
+            await eventually(benchmarked, timeout=90, what="model.benchmarked after the restart")
+            await asyncio.sleep(1.0)  # a duplicate would arrive now
+            [event] = await stored(client, "model.benchmarked.bm")
+            assert event.message.event_id == f"bench-{command.event_id}"
+            assert sorted(r.batch_size for r in event.message.results) == [1, 2]
+            result = await client.sql(
+                "SELECT batch_size, count(*) AS n FROM benchmark_runs "
+                f"WHERE source_event_id = '{command.event_id}' GROUP BY batch_size ORDER BY batch_size"
+            )
+            assert [list(row) for row in result.rows] == [[1, 1], [2, 1]]
+            assert await stored(client, "model.benchmark_failed.bm") == []
+        finally:
+            await sub.unsubscribe()
+            first.kill()
+            if second is not None:
+                second.stop()
 
 
 # --- findings in code this suite may not change (left for the converter's owner) ------------------
