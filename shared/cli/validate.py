@@ -58,8 +58,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("report", help="the latest validation of a model, with its readiness checklist")
+    p = sub.add_parser(
+        "report",
+        help="a model's report: readiness checklist, latency, history, parity, robustness, fairness",
+        description=(
+            "The latest validation of REF with its readiness checklist, then its variants' latency distributions, "
+            "the benchmark history with change points, parity with the parent, the robustness curve and fairness "
+            "per group. --html FILE writes the same as one self-contained page with plots (no network needed to "
+            "view it). --json prints the latest model.validated event. Exit status 1 when REF was never validated "
+            "(with --html: only when the page could not be written)."
+        ),
+    )
     p.add_argument("ref")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page with plots to FILE")
     add_json_flag(p)
     p.set_defaults(func=cmd_report)
 
@@ -124,16 +135,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    async def go() -> ModelValidated | ValidationErrored | None:
-        async with await Client.connect(settings_from(args)) as client:
-            return await client.report(args.ref)
+    from shared.report import ModelReport, collect, render_html, render_text
 
-    found = run(go)
+    full = bool(args.html) or not args.json
+
+    async def go() -> tuple[ModelValidated | ValidationErrored | None, ModelReport | None]:
+        async with await Client.connect(settings_from(args)) as client:
+            found = await client.report(args.ref)
+            return found, (await collect(client, args.ref) if full else None)
+
+    found, report = run(go)
+    if args.html:
+        assert report is not None
+        target = Path(args.html).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render_html(report), encoding="utf-8")
+        if args.json:
+            emit_json({"ref": report.ref, "html": str(target), "bytes": target.stat().st_size})
+        else:
+            console.print(f"wrote {target} ({target.stat().st_size / 1024:.1f} KiB), the report of {report.ref}")
+        return 0
     if found is None:
         if args.json:
             emit_json({"status": "none", "ref": args.ref})
         else:
             console.print(f"{escape(args.ref)} has not been validated yet", highlight=False)
+            if report is not None:
+                render_text(report, console)
         return 1
     if args.json:
         emit_json(found)
@@ -144,8 +172,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"([bold]{found.reason}[/]): {escape(found.message)}",
             highlight=False,
         )
-        return 0
-    render_validation(found)
+    else:
+        render_validation(found)
+    if report is not None:
+        render_text(report, console)
     return 0
 
 
