@@ -30,6 +30,7 @@ from shared.contracts import subjects
 from shared.contracts.base import new_id
 from shared.contracts.benchmark import BenchmarkConfig, BenchmarkModel
 from shared.contracts.registry import ModelRegistered, RegisterModel
+from shared.embedded import EmbeddedNats
 from shared.sdk import Client, StreamEvent
 from shared.worker import Route, Worker
 from tests.support.cluster import eventually, minimal_payload, padded, quick, stored
@@ -303,6 +304,74 @@ async def test_benchmarker_killed_mid_run_publishes_one_outcome_and_one_history_
             first.kill()
             if second is not None:
                 second.stop()
+
+
+# --- nats-server killed mid-flow ---------------------------------------------------------------------
+
+
+async def _flow_complete(client: Client, names: list[str]) -> bool:
+    for name in names:
+        validated = await stored(client, f"model.validated.{name}")
+        if {e.message.variant for e in validated if e.message} != {"base", "ort-opt"}:
+            return False
+    return True
+
+
+async def _assert_each_step_once(client: Client, names: list[str]) -> None:
+    """Every step of every model announced exactly once, and recorded once in the history."""
+    for name in names:
+        for subject, expected in (
+            (f"model.registered.{name}", ["base", "ort-opt"]),
+            (f"model.benchmarked.{name}", ["base", "ort-opt"]),
+            (f"model.validated.{name}", ["base", "ort-opt"]),
+        ):
+            assert sorted(e.message.variant for e in await stored(client, subject)) == expected, subject
+        assert [e.message.profile for e in await stored(client, f"model.converted.{name}")] == ["ort-opt"]
+        for prefix in (
+            "model.rejected.",
+            "model.conversion_failed.",
+            "model.benchmark_failed.",
+            "model.validation_failed.",
+        ):
+            assert await stored(client, prefix + name) == [], prefix + name
+    quoted = ", ".join(f"'{n}'" for n in names)
+    for table, per_model in (("benchmark_runs", 2), ("conversions", 1), ("validations", 2)):
+        result = await client.sql(f"SELECT name, count(*) FROM {table} WHERE name IN ({quoted}) GROUP BY name")
+        assert sorted(map(tuple, result.rows)) == [(n, per_model) for n in sorted(names)], table
+
+
+@pytest.mark.fault
+async def test_nats_server_killed_mid_flow_services_reconnect_and_finish_every_step_once(
+    settings: Settings, nats_server: EmbeddedNats, client: Client, tmp_path: Path
+) -> None:
+    """kill -9 nats-server while models are being registered, converted, benchmarked and
+    validated; start it again on its store: the services reconnect and finish the work, and
+    nothing is announced or recorded twice (publishes retried across the outage carry their
+    Nats-Msg-Id, which the restarted server still deduplicates)."""
+    s = quick(settings, ack_wait_s=4.0)
+    names = ["ra", "rb", "rc"]
+    async with (
+        running(s, RegistryService),
+        running(s, ConverterService),
+        running(s, BenchmarkerService),
+        running(s, ValidatorService),
+    ):
+        for i, name in enumerate(names):
+            await client.register(mlp(tmp_path / f"{name}.onnx", seed=i), name=name, version="1.0.0", wait=False)
+
+        # Twice: once while registrations are under way, once while variants are measured.
+        for subject in ("model.registered.>", "model.benchmarked.>"):
+
+            async def reached(subject: str = subject) -> bool:
+                return len(await stored(client, subject)) >= 1
+
+            await eventually(reached, timeout=60, every=0.05, what=f"the first {subject}")
+            nats_server.kill()
+            await asyncio.sleep(1.5)
+            nats_server.start()
+        await eventually(lambda: _flow_complete(client, names), timeout=150, every=1.0, what="every model validated")
+        await asyncio.sleep(1.0)
+        await _assert_each_step_once(client, names)
 
 
 # --- findings in code this suite may not change (left for the converter's owner) ------------------
