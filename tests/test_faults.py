@@ -374,6 +374,71 @@ async def test_nats_server_killed_mid_flow_services_reconnect_and_finish_every_s
         await _assert_each_step_once(client, names)
 
 
+# --- a burst of registrations ------------------------------------------------------------------------
+
+BURST = 500
+
+
+async def _subject_counts(bus: Bus, subject: str) -> dict[str, int]:
+    info = await bus.js.stream_info("MODELS", subjects_filter=subject)
+    return dict(info.state.subjects or {})
+
+
+@pytest.mark.fault
+async def test_500_registrations_at_once_are_each_registered_once_and_followed_up(
+    settings: Settings, bus: Bus, client: Client, imports: Path
+) -> None:
+    """500 model.register commands published at once (500 different models): every one is
+    registered and announced exactly once, and every model.registered fact is followed up: the
+    converter answers each with its outcome (a TensorRT profile, skipped on a host without
+    TensorRT, so the burst measures the platform rather than a GPU compiler) and the benchmarker
+    records each outcome in its history."""
+    from services.converter.profiles import get_profile
+
+    profile = "trt-fp16" if get_profile("trt-fp16").availability() is not None else "opset-17"
+    s = settings.with_overrides(converter_profiles=(profile,), bench_auto=False, ack_wait_s=30.0)
+    names = [f"burst-{i:03d}" for i in range(BURST)]
+    paths = [mlp(imports / f"{name}.onnx", seed=i, hidden=8) for i, name in enumerate(names)]
+    commands = [
+        RegisterModel(event_id=new_id(), name=name, version="1.0.0", artifact_uri=f"file://{path}")
+        for name, path in zip(names, paths, strict=True)
+    ]
+    async with running(s, RegistryService), running(s, ConverterService), running(s, BenchmarkerService):
+        await asyncio.gather(*(client.send(subjects.REGISTER, cmd) for cmd in commands))
+
+        async def all_followed_up() -> bool:
+            return (
+                len(await _subject_counts(bus, "model.conversion_skipped.>"))
+                + len(await _subject_counts(bus, "model.conversion_failed.>"))
+                + len(await _subject_counts(bus, "model.converted.>"))
+                >= BURST
+            )
+
+        await eventually(all_followed_up, timeout=150, every=1.0, what=f"{BURST} conversion outcomes")
+        await asyncio.sleep(1.0)
+
+        registered = await _subject_counts(bus, "model.registered.>")
+        assert registered == {f"model.registered.{n}": 1 for n in names}
+        assert await _subject_counts(bus, "model.rejected.>") == {}
+        outcomes = {
+            **await _subject_counts(bus, "model.conversion_skipped.>"),
+            **await _subject_counts(bus, "model.converted.>"),
+            **await _subject_counts(bus, "model.conversion_failed.>"),
+        }
+        assert sorted(outcomes.values()) == [1] * BURST and len(outcomes) == BURST
+        listed = await client.list(limit=1000)
+        assert listed.total == BURST
+
+        async def history_complete() -> bool:
+            result = await client.sql("SELECT count(DISTINCT name), count(*) FROM conversions")
+            return list(result.rows[0]) == [BURST, BURST]
+
+        await eventually(history_complete, timeout=30, what="one history row per conversion outcome")
+        for durable in ("registry", "converter", "benchmarker", "benchmarker-history"):
+            info = await bus.js.consumer_info("MODELS", durable)
+            assert info.num_pending == 0 and info.num_ack_pending == 0, (durable, info)
+
+
 # --- findings in code this suite may not change (left for the converter's owner) ------------------
 
 
