@@ -439,20 +439,9 @@ async def test_500_registrations_at_once_are_each_registered_once_and_followed_u
             assert info.num_pending == 0 and info.num_ack_pending == 0, (durable, info)
 
 
-# --- findings in code this suite may not change (left for the converter's owner) ------------------
+# --- the same bytes as two versions: two conversions, two facts ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE (services/converter/service.py, owner: lead): converter event ids derive from the "
-        "conversion key (source sha256 + profile + options), not from the model identity, so the "
-        "same bytes registered as two versions within JetStream's duplicate window get ONE "
-        "model.converted / conversion_skipped / conversion_failed: the second is dropped as a "
-        "duplicate. Fix: add record.ref (name@version+variant) to the parts of every "
-        "keys.event_id(...) call in service.py (lines with 'converted', 'convfail', 'convskip')."
-    ),
-)
 async def test_the_same_bytes_registered_as_two_versions_are_each_converted_once(
     settings: Settings, client: Client, tmp_path: Path
 ) -> None:

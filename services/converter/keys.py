@@ -5,7 +5,8 @@ sha256, the profile, its normalised options, the tolerances, the input data (dat
 calibration data sha256, shapes, samples, seed). The same key means the same conversion, so a
 redelivered or repeated command re-announces the variant already registered instead of
 registering another, and every event a conversion publishes takes an id derived from the
-key, which JetStream's duplicate window deduplicates.
+key and the model's identity (the same bytes registered as two versions are two conversions),
+which JetStream's duplicate window deduplicates.
 """
 
 from __future__ import annotations

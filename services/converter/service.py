@@ -324,7 +324,9 @@ class ConverterService:
     async def run_profile(self, job: Job, profile_id: str) -> Outcome:
         record = job.record
         variant = keys.variant_name(record.variant, profile_id)
-        failure_id = keys.event_id("convfail", record.sha256, profile_id, job.command.event_id if job.command else "")
+        failure_id = keys.event_id(
+            "convfail", record.ref, record.sha256, profile_id, job.command.event_id if job.command else ""
+        )
         try:
             profile = get_profile(profile_id)
             options = profile.normalize_options(self._options_for(job, profile_id))
@@ -469,7 +471,7 @@ class ConverterService:
 
     def _converted(self, source: ModelRecord, variant: ModelRecord, report: ConversionReport) -> ModelConverted:
         return ModelConverted(
-            event_id=keys.event_id("converted", report.key or variant.sha256),
+            event_id=keys.event_id("converted", variant.ref, report.key or variant.sha256),
             correlation_id=variant.correlation_id or source.correlation_id,
             name=source.name,
             version=source.version,
@@ -486,7 +488,7 @@ class ConverterService:
         self, job: Job, profile: str, reason: str, message: str, report: ConversionReport | None, key: str
     ) -> ConversionFailed:
         return ConversionFailed(
-            event_id=keys.event_id("convfail", key, reason),
+            event_id=keys.event_id("convfail", job.record.ref, key, reason),
             correlation_id=job.correlation_id,
             name=job.record.name,
             version=job.record.version,
@@ -499,7 +501,7 @@ class ConverterService:
 
     def _skipped(self, job: Job, profile: str, reason: str, message: str, key: str) -> ConversionSkipped:
         return ConversionSkipped(
-            event_id=keys.event_id("convskip", key, profile, reason),
+            event_id=keys.event_id("convskip", job.record.ref, key, profile, reason),
             correlation_id=job.correlation_id,
             name=job.record.name,
             version=job.record.version,
