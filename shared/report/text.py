@@ -14,9 +14,9 @@ from shared.report.data import ModelReport, check, mcnemar, noise_curve, parity_
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: list[float], *, lo: float | None = None, hi: float | None = None) -> str:
-    """One character per value, ``▁`` (lowest) to ``█`` (highest); a blank for zero counts
-    when ``lo`` is 0, so empty histogram bins read as gaps."""
+def sparkline(values: list[float], *, lo: float | None = None, hi: float | None = None, gaps: bool = False) -> str:
+    """One character per value, ``▁`` (lowest) to ``█`` (highest); with ``gaps`` a zero (an
+    empty histogram bin) is a blank."""
     if not values:
         return ""
     lo = min(values) if lo is None else lo
@@ -24,7 +24,7 @@ def sparkline(values: list[float], *, lo: float | None = None, hi: float | None 
     span = hi - lo
     out = []
     for v in values:
-        if lo == 0 and v <= 0:
+        if gaps and v <= 0:
             out.append(" ")
             continue
         t = 1.0 if span <= 0 else (v - lo) / span
@@ -44,13 +44,25 @@ def _n(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> Table:  # type: ignore[assignment]
-    t = Table(title=title, header_style="bold", title_justify="left")
+class _Section:
+    """A bold heading line, then the table: a table's own title would wrap at the table's
+    width, which for a narrow table breaks the heading over lines."""
+
+    def __init__(self, title: str, table: Table) -> None:
+        self.title, self.table = title, table
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield f"[bold]{escape(self.title)}[/]"
+        yield self.table
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> _Section:
+    t = Table(header_style="bold")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="right" if i in numeric else "left", overflow="fold")
+        t.add_column(c, justify="right" if i in (numeric or set()) else "left", overflow="fold")
     for r in rows:
         t.add_row(*r)
-    return t
+    return _Section(title, t)
 
 
 def render_text(report: ModelReport, console: Console) -> None:
@@ -102,7 +114,7 @@ def render_text(report: ModelReport, console: Console) -> None:
                     _n(run["p50_ms"]),
                     _n(run["p90_ms"]),
                     _n(run["p99_ms"]),
-                    sparkline([float(c) for c in h.counts], lo=0.0),
+                    sparkline([float(c) for c in h.counts], lo=0.0, gaps=True),
                 ]
             )
         edges = measured[0].histogram.edges_ms  # type: ignore[union-attr]
