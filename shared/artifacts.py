@@ -19,10 +19,11 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import nats.errors
@@ -39,6 +40,9 @@ WRITE_BATCH = 8  # chunks (4 MiB) handed to the writer thread at once
 _ROLLUP = {"Nats-Rollup": "sub"}
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
+
+ACK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,13 +99,51 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+async def _acked(pending: list[asyncio.Future[js_api.PubAck]]) -> None:
+    """Wait for the acks of published chunks. nats-py's publish_async futures never time out
+    by themselves: a chunk sent to a node that died would hang the upload (and the handler
+    heartbeating for it) forever."""
+    if not pending:
+        return
+    done, waiting = await asyncio.wait(pending, timeout=ACK_TIMEOUT_S)
+    if waiting:
+        raise nats.errors.TimeoutError
+    for future in done:
+        future.result()  # raises the publish error, if any
+
+
+class _HighWater:
+    """Progress reporting across retried attempts: bytes are reported once, however many
+    attempts send them."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.reported = 0
+        self.sent = 0
+
+    def restart(self) -> None:
+        self.sent = 0
+
+    def __call__(self, n: int) -> None:
+        self.sent += n
+        if self.progress is not None and self.sent > self.reported:
+            self.progress(self.sent - self.reported)
+            self.reported = self.sent
+
+
 class ArtifactStore:
     def __init__(self, bus: Bus, bucket: str | None = None) -> None:
         self.bus = bus
         self.bucket = bucket or bus.settings.artifact_bucket
         self.stream = f"OBJ_{self.bucket}"
 
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await self.bus.retry_transient(what, attempt)
+
     async def ensure(self) -> None:
+        await self._retrying(f"bucket {self.bucket}", self._ensure_once)
+
+    async def _ensure_once(self) -> None:
         try:
             await self.bus.js.object_store(self.bucket)
         except nats.js.errors.NotFoundError:
@@ -117,6 +159,9 @@ class ArtifactStore:
                 )
 
     async def _meta(self, name: str) -> dict | None:
+        return await self._retrying(f"object {name!r}", lambda: self._meta_once(name))
+
+    async def _meta_once(self, name: str) -> dict | None:
         try:
             msg = await self.bus.js.get_last_msg(self.stream, _meta_subject(self.bucket, name))
         except nats.js.errors.NotFoundError:
@@ -140,13 +185,21 @@ class ArtifactStore:
         skip_if_same: bool = True,
     ) -> StoredArtifact:
         """Upload ``path`` as ``name``. When ``name`` already holds bytes with the same
-        sha256 (content-addressed names), nothing is sent."""
+        sha256 (content-addressed names), nothing is sent. An upload interrupted by a node
+        failing over starts again (its partial chunks are purged, or swept later)."""
         if skip_if_same and sha256:
             existing = await self.info(name)
             if existing is not None and existing.sha256 == sha256:
                 if progress:
                     progress(existing.size)
                 return existing
+        reported = _HighWater(progress)
+        return await self._retrying(
+            f"upload of {name!r}", lambda: self._put_once(path, name, sha256=sha256, progress=reported)
+        )
+
+    async def _put_once(self, path: Path, name: str, *, sha256: str | None, progress: _HighWater) -> StoredArtifact:
+        progress.restart()
         nuid = self.bus.nc._nuid.next().decode()
         chunk_subject = f"$O.{self.bucket}.C.{nuid}"
         h = hashlib.sha256()
@@ -160,15 +213,14 @@ class ArtifactStore:
                     size += len(block)
                     chunks += 1
                     if len(pending) >= PUBLISH_WINDOW:
-                        await asyncio.gather(*pending)
+                        await _acked(pending)
                         pending.clear()
-                    if progress:
-                        progress(len(block))
-            await asyncio.gather(*pending)
+                    progress(len(block))
+            await _acked(pending)
             actual = h.hexdigest()
             if sha256 and actual != sha256:
                 raise IntegrityError(sha256, actual, what=str(path))
-            previous = await self._meta(name)
+            previous = await self._meta_once(name)
             meta = {
                 "name": name,
                 "bucket": self.bucket,
@@ -181,8 +233,11 @@ class ArtifactStore:
             }
             await self.bus.js.publish(_meta_subject(self.bucket, name), json.dumps(meta).encode(), headers=_ROLLUP)
         except BaseException:
+            # Cancelled futures release their publish_async slots (shared by the connection);
+            # an ack that never comes would otherwise hold one forever.
+            for future in pending:
+                future.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.gather(*pending, return_exceptions=True)
                 await self.bus.js.purge_stream(self.stream, subject=chunk_subject)
             raise
         if previous is not None and previous.get("nuid") and previous["nuid"] != nuid:
@@ -227,7 +282,10 @@ class ArtifactStore:
                 out.writelines(batch)
 
             if size > 0:
-                sub = await self.bus.js.subscribe(f"$O.{self.bucket}.C.{meta['nuid']}", ordered_consumer=True)
+                chunk_subject = f"$O.{self.bucket}.C.{meta['nuid']}"
+                sub = await self._retrying(
+                    f"object {name!r}", lambda: self.bus.js.subscribe(chunk_subject, ordered_consumer=True)
+                )
                 batch: list[bytes] = []
                 writing: asyncio.Future[None] | None = None
                 try:

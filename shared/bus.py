@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -43,6 +43,18 @@ from shared.log import get_logger
 
 T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
+
+# What a JetStream API call raises while a cluster node fails over: the client is
+# reconnecting, a stream's leader is being elected (no answer, or "temporarily unavailable").
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    asyncio.TimeoutError,
+)
+TRANSIENT_RETRY_S = 60.0
 
 ERROR_CODE_HEADER = "Inferlab-Error-Code"
 CORRELATION_HEADER = "Inferlab-Correlation-Id"
@@ -270,6 +282,24 @@ class Bus:
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
 
+    async def retry_transient(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` (an idempotent JetStream call) again while it fails the way calls
+        fail during a node's failover, for up to TRANSIENT_RETRY_S: a pipeline reading or
+        uploading while one node of a cluster dies must not fail."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TRANSIENT_RETRY_S
+        delay = 0.25
+        while True:
+            try:
+                return await attempt()
+            except TRANSIENT_ERRORS as exc:
+                if self.nc.is_closed or loop.time() + delay > deadline:
+                    raise ServiceUnavailable(
+                        f"{what}: NATS did not answer for {TRANSIENT_RETRY_S:.0f}s ({_describe(exc)})"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+
     async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
         """Fire-and-forget core NATS publish."""
         await self.nc.publish(subject, encode(message))
@@ -327,10 +357,12 @@ class Bus:
         read (a snapshot, however slow the server); ``idle_timeout`` ends it after that many
         seconds without a message (None: never)."""
         policy = js_api.DeliverPolicy.ALL if replay else js_api.DeliverPolicy.NEW
-        sub = await self.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+        sub = await self.retry_transient(
+            f"reading {subject}", lambda: self.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+        )
         remaining: int | None = None
         if stored_only:
-            info = await sub.consumer_info()
+            info = await self.retry_transient(f"reading {subject}", sub.consumer_info)
             remaining = (info.num_pending or 0) + (info.delivered.consumer_seq if info.delivered else 0)
         try:
             while remaining is None or remaining > 0:

@@ -31,6 +31,7 @@ from shared.contracts.base import new_id
 from shared.contracts.benchmark import BenchmarkConfig, BenchmarkModel
 from shared.contracts.registry import ModelRegistered, RegisterModel
 from shared.embedded import EmbeddedNats
+from shared.errors import ServiceUnavailable
 from shared.sdk import Client, StreamEvent
 from shared.worker import Route, Worker
 from tests.support.cluster import eventually, minimal_payload, padded, quick, stored
@@ -304,6 +305,33 @@ async def test_benchmarker_killed_mid_run_publishes_one_outcome_and_one_history_
             first.kill()
             if second is not None:
                 second.stop()
+
+
+async def test_an_upload_whose_chunk_acks_never_come_fails_cleanly_instead_of_hanging(
+    bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk published to a node that dies is never acknowledged, and nats-py's
+    publish_async futures have no timeout: the upload (and the handler heartbeating for it)
+    once hung forever. Now it times out, is retried, and fails with a one-line error, and the
+    connection's publish slots are released."""
+    import shared.artifacts as artifacts
+    import shared.bus as bus_module
+
+    monkeypatch.setattr(artifacts, "ACK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(bus_module, "TRANSIENT_RETRY_S", 2.0)
+
+    async def swallow(_: Any) -> None:  # a responder that never answers: acks are lost
+        return None
+
+    sink = await bus.nc.subscribe("$O.ghost.C.>", cb=swallow)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"x" * (3 * artifacts.CHUNK_SIZE))
+    try:
+        with pytest.raises(ServiceUnavailable, match="upload of 'blob'"):
+            await asyncio.wait_for(ArtifactStore(bus, "ghost").put_file(blob, "blob"), 30)
+    finally:
+        await sink.unsubscribe()
+    assert bus.js.publish_async_pending() == 0
 
 
 # --- nats-server killed mid-flow ---------------------------------------------------------------------
