@@ -16,7 +16,17 @@ from typing import Any
 from rich.markup import escape
 
 from shared.cli.app import add_json_flag, run, settings_from
-from shared.cli.output import console, emit_json, fmt_ms, human_bytes, step_progress, table, when
+from shared.cli.output import (
+    command_queued,
+    command_refused,
+    console,
+    emit_json,
+    fmt_ms,
+    human_bytes,
+    step_progress,
+    table,
+    when,
+)
 from shared.clients.benchmark import BenchmarkFailedError
 from shared.contracts.benchmark import BenchmarkConfig, BenchmarkProgress, ModelBenchmarked
 from shared.errors import InferlabError
@@ -150,20 +160,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = run(go)
     except BenchmarkFailedError as exc:
-        if args.json:
-            emit_json({"status": "failed", "reason": exc.code, "message": exc.message})
-        else:
-            console.print(f"[bold red]benchmark failed[/] ({exc.code}): {escape(exc.message)}", highlight=False)
-        return 1
+        return command_refused(args.json, "failed", "benchmark failed", exc.code, exc.message)
     if isinstance(result, str):
-        if args.json:
-            emit_json({"status": "queued", "command_id": result})
-        else:
-            console.print(
-                f"queued benchmark of {args.ref} (command {result}); follow with "
-                f"`inferlab events 'model.benchmarked.>'` or rerun with --wait"
-            )
-        return 0
+        return command_queued(
+            args.json,
+            result,
+            f"benchmark of {args.ref}",
+            "follow with `inferlab events 'model.benchmarked.>'` or rerun with --wait",
+        )
     if args.json:
         emit_json(result)
         return 0

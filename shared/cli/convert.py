@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from shared.cli.app import add_json_flag, run, settings_from
-from shared.cli.output import console, emit_json, human_bytes, step_progress, table
+from shared.cli.output import command_queued, console, emit_json, human_bytes, step_progress, table
 from shared.clients.conversion import ConversionMessage, ConversionOutcome, LineageNode
 from shared.contracts.conversion import (
     ConversionFailed,
@@ -160,14 +160,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     result = run(go)
     if isinstance(result, str):
-        if args.json:
-            emit_json({"status": "queued", "command_id": result})
-        else:
-            console.print(
-                f"queued conversion of {escape(args.ref)} (command {result}); follow with "
-                "`inferlab events 'model.converted.>'` (and model.conversion_failed.>) or run with --wait"
-            )
-        return 0
+        return command_queued(
+            args.json,
+            result,
+            f"conversion of {args.ref}",
+            "follow with `inferlab events 'model.converted.>'` (and model.conversion_failed.>) or run with --wait",
+        )
     failed = any(isinstance(o, ConversionFailed) for o in result)
     if args.json:
         emit_json({"status": "failed" if failed else "done", "outcomes": result})

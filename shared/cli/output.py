@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -38,6 +39,24 @@ def emit_json(obj: Any) -> None:
 def emit_json_line(obj: Any) -> None:
     sys.stdout.write(json.dumps(msgspec.to_builtins(obj), default=str) + "\n")
     sys.stdout.flush()
+
+
+def command_queued(as_json: bool, command_id: str, what: str, hint: str) -> int:
+    """A command published without ``--wait``: its id, and where to watch for the outcome."""
+    if as_json:
+        emit_json({"status": "queued", "command_id": command_id})
+    else:
+        console.print(f"queued {escape(what)} (command {command_id}); {hint}", highlight=False)
+    return 0
+
+
+def command_refused(as_json: bool, status: str, label: str, code: str, message: str) -> int:
+    """A command answered with a refusal (rejected, failed, errored): exit status 1."""
+    if as_json:
+        emit_json({"status": status, "reason": code, "message": message})
+    else:
+        console.print(f"[bold red]{label}[/] ({code}): {escape(message)}", highlight=False)
+    return 1
 
 
 def table(

@@ -9,6 +9,8 @@ from typing import Any
 
 from shared.cli.app import add_json_flag, run, settings_from
 from shared.cli.output import (
+    command_queued,
+    command_refused,
     console,
     emit_json,
     fmt_ms,
@@ -150,20 +152,11 @@ def cmd_register(args: argparse.Namespace) -> int:
     try:
         result = run(go)
     except Rejected as exc:
-        if args.json:
-            emit_json({"status": "rejected", "reason": exc.code, "message": exc.message})
-        else:
-            console.print(f"[bold red]rejected[/] ({exc.code}): {exc.message}", highlight=False)
-        return 1
+        return command_refused(args.json, "rejected", "rejected", exc.code, exc.message)
     if isinstance(result, str):
-        if args.json:
-            emit_json({"status": "queued", "command_id": result})
-        else:
-            console.print(
-                f"queued registration of {args.name}@{args.version} (command {result}); "
-                "follow with `inferlab events model.>`"
-            )
-        return 0
+        return command_queued(
+            args.json, result, f"registration of {args.name}@{args.version}", "follow with `inferlab events model.>`"
+        )
     if args.json:
         emit_json({"status": "registered", "record": result})
     else:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.markup import escape
 
 from shared.cli.app import add_json_flag, run, settings_from
-from shared.cli.output import console, emit_json, step_progress, table, when
+from shared.cli.output import command_queued, command_refused, console, emit_json, step_progress, table, when
 from shared.cli.registry import parse_pairs
 from shared.contracts.validation import CHECKS, ModelValidated, ValidationErrored, ValidationProgress
 from shared.errors import InferlabError, Rejected
@@ -112,21 +112,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         result = run(go)
     except Rejected as exc:
-        if args.json:
-            emit_json({"status": "errored", "reason": exc.code, "message": exc.message})
-        else:
-            console.print(f"[bold red]validation could not run[/] ({exc.code}): {escape(exc.message)}", highlight=False)
-        return 1
+        return command_refused(args.json, "errored", "validation could not run", exc.code, exc.message)
     if isinstance(result, str):
-        if args.json:
-            emit_json({"status": "queued", "command_id": result})
-        else:
-            console.print(
-                f"queued validation of {args.ref} (command {result}); see the verdict with "
-                f"`inferlab report {args.ref}` or follow `inferlab events 'model.validated.>'`",
-                highlight=False,
-            )
-        return 0
+        return command_queued(
+            args.json,
+            result,
+            f"validation of {args.ref}",
+            f"see the verdict with `inferlab report {args.ref}` or follow `inferlab events 'model.validated.>'`",
+        )
     if args.json:
         emit_json(result)
     else:
