@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from shared.embedded import free_port
+from tests.support.platform import Platform
 from tests.support.services import REPO
-from tests.test_demo import Platform
 
 README = REPO / "README.md"
 MARKER = re.compile(r"^<!-- readme-test: (run|python|skip \(.+\)) -->$")
