@@ -138,7 +138,8 @@ class ArtifactStore:
         self.stream = f"OBJ_{self.bucket}"
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        return await self.bus.retry_transient(what, attempt)
+        # Object-store calls publish to $JS.API.* and $O.<bucket>.*: a refusal of either ends it.
+        return await self.bus.retry_transient(what, attempt, denied_if='publish to "$')
 
     async def ensure(self) -> None:
         await self._retrying(f"bucket {self.bucket}", self._ensure_once)

@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,6 +57,23 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 TRANSIENT_RETRY_S = 60.0
+
+
+class AuthenticationFailed(ServiceUnavailable):
+    """NATS refused the credentials (a ServiceUnavailable, so callers that handle an absent
+    server handle this too, but it is never retried)."""
+
+    code = "nats_auth"
+
+
+class PermissionDenied(InferlabError):
+    """The NATS user may not publish or subscribe to a subject this call needs (the server's
+    permissions, e.g. deploy/nats/nats-server.conf). The server only reports it on the side
+    (an -ERR, the request itself gets no answer), so calls watch for it instead of waiting
+    out their timeouts."""
+
+    code = "permission_denied"
+
 
 ERROR_CODE_HEADER = "Inferlab-Error-Code"
 CORRELATION_HEADER = "Inferlab-Correlation-Id"
@@ -134,14 +153,39 @@ class Bus:
         self.settings = settings
         self.name = name
         self.log = get_logger(component="bus")
+        # (loop time, server message) of recent permission violations on this connection.
+        self.denials: deque[tuple[float, str]] = deque(maxlen=64)
+
+    def denied(self, since: float, fragment: str = "") -> str | None:
+        """The newest permission violation reported since ``since`` (loop time) whose message
+        contains ``fragment`` (e.g. ``publish to "model.registered.x"``)."""
+        for at, message in reversed(self.denials):
+            if at < since:
+                return None
+            if fragment.lower() in message.lower():  # nats-py lower-cases the server's message
+                return message
+        return None
+
+    def _permission_error(self, message: str) -> PermissionDenied:
+        user = self.settings.nats_user or "(no user)"
+        text = message.removeprefix("nats: ")
+        return PermissionDenied(f"NATS user {user!r} is not allowed this: {text}")
 
     @classmethod
     async def connect(cls, settings: Settings, *, name: str, wait: float = 0.0) -> Bus:
         """Connect; with ``wait`` > 0 keep retrying that many seconds (services starting
         before NATS), else fail at once with a one-line ``ServiceUnavailable``."""
         log = get_logger(component="bus")
+        denials: deque[tuple[float, str]] = deque(maxlen=64)
+        # Why the first connect failed, as the client reported it (nats-py keeps retrying a
+        # refused first connect internally; the timeout below would hide the reason).
+        refused: list[BaseException] = []
 
         async def on_error(exc: Exception) -> None:
+            if not nc.is_connected:
+                refused.append(exc)
+            if "permissions violation" in str(exc):
+                denials.append((asyncio.get_running_loop().time(), str(exc)))
             if nc.is_connected or nc.is_reconnecting:
                 log.warning("nats_error", error=str(exc), error_type=type(exc).__name__)
 
@@ -170,17 +214,29 @@ class Bus:
                     ),
                     timeout=settings.connect_timeout_s + 1.0,
                 )
-                return cls(nc, settings, name=name)
+                bus = cls(nc, settings, name=name)
+                bus.denials = denials
+                return bus
             except Exception as exc:  # nats raises several unrelated types here
                 try:
                     await nc.close()
                 except Exception:
                     pass
+                reason = refused[-1] if refused else exc
+                url = _redact_url(settings.nats_url)
+                if isinstance(reason, nats.errors.AuthorizationError) or "uthorization" in str(reason):
+                    # Wrong user or password: waiting will not fix it (and the password is
+                    # never part of the message).
+                    raise AuthenticationFailed(
+                        f"NATS at {url} refused user {settings.nats_user or '(none)'!r}: authorization violation "
+                        "(check INFERLAB_NATS_USER / INFERLAB_NATS_PASSWORD, _TOKEN or _CREDS)"
+                    ) from None
                 if loop.time() >= deadline:
                     raise ServiceUnavailable(
-                        f"cannot reach NATS at {_redact_url(settings.nats_url)} ({_describe(exc)}); "
+                        f"cannot reach NATS at {url} ({_describe(reason)}); "
                         "start it with `inferlab up` or set INFERLAB_NATS_URL"
                     ) from None
+                refused.clear()
                 log.info("nats_connect_retry", error=_describe(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -267,9 +323,15 @@ class Bus:
             headers[CORRELATION_HEADER] = message.correlation_id
         payload = encode(message)
         delay = 0.1
+        loop = asyncio.get_running_loop()
         for attempt in range(attempts):
+            started = loop.time()
             try:
-                return await self.js.publish(subject, payload, timeout=timeout, headers=headers)
+                return await self._watching(
+                    self.js.publish(subject, payload, timeout=timeout, headers=headers),
+                    f'publish to "{subject}"',
+                    started,
+                )
             except (
                 nats.errors.TimeoutError,
                 nats.js.errors.NoStreamResponseError,
@@ -282,16 +344,38 @@ class Bus:
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
 
-    async def retry_transient(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _watching(self, call: Awaitable[T], fragment: str, since: float) -> T:
+        """Await ``call``, but raise PermissionDenied as soon as the server reports a
+        violation matching ``fragment`` (a refused request is never answered: without this,
+        the caller would wait out its timeout, and every retry's)."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.05)
+                if done:
+                    return task.result()
+                message = self.denied(since, fragment)
+                if message is not None:
+                    raise self._permission_error(message)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def retry_transient(
+        self, what: str, attempt: Callable[[], Awaitable[T]], *, denied_if: str = 'publish to "$JS.API.'
+    ) -> T:
         """Run ``attempt`` (an idempotent JetStream call) again while it fails the way calls
         fail during a node's failover, for up to TRANSIENT_RETRY_S: a pipeline reading or
-        uploading while one node of a cluster dies must not fail."""
+        uploading while one node of a cluster dies must not fail. A permission violation
+        matching ``denied_if`` ends it at once with PermissionDenied."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TRANSIENT_RETRY_S
         delay = 0.25
         while True:
             try:
-                return await attempt()
+                return await self._watching(attempt(), denied_if, loop.time())
             except TRANSIENT_ERRORS as exc:
                 if self.nc.is_closed or loop.time() + delay > deadline:
                     raise ServiceUnavailable(
@@ -322,7 +406,11 @@ class Bus:
     async def request(self, subject: str, body: msgspec.Struct, reply: type[R], *, timeout: float = 10.0) -> R:
         """Call a micro endpoint; endpoint errors come back as the matching exception."""
         try:
-            msg = await self.nc.request(subject, encode(body), timeout=timeout)
+            msg = await self._watching(
+                self.nc.request(subject, encode(body), timeout=timeout),
+                f'publish to "{subject}"',
+                asyncio.get_running_loop().time(),
+            )
         except nats.errors.NoRespondersError:
             raise ServiceUnavailable(
                 f"no service answers {subject}: is `inferlab up` (or that service) running?"
@@ -357,9 +445,23 @@ class Bus:
         read (a snapshot, however slow the server); ``idle_timeout`` ends it after that many
         seconds without a message (None: never)."""
         policy = js_api.DeliverPolicy.ALL if replay else js_api.DeliverPolicy.NEW
-        sub = await self.retry_transient(
-            f"reading {subject}", lambda: self.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
-        )
+        try:
+            sub = await self.retry_transient(
+                f"reading {subject}",
+                lambda: self.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy),
+                denied_if='publish to "$JS.API.CONSUMER.CREATE.',
+            )
+        except PermissionDenied as exc:
+            if replay or stored_only:
+                raise PermissionDenied(
+                    f"{exc.message}. Replaying stored messages needs a user that may read the streams "
+                    "(e.g. admin); this one can follow new messages only"
+                ) from None
+            # A user that may not create stream consumers (the pipeline user) can still
+            # subscribe to facts and alerts as they are published.
+            async for item in self._follow_live(subject, idle_timeout):
+                yield item
+            return
         remaining: int | None = None
         if stored_only:
             info = await self.retry_transient(f"reading {subject}", sub.consumer_info)
@@ -380,6 +482,29 @@ class Bus:
                 await sub.unsubscribe()
             except Exception:
                 pass
+
+    async def _follow_live(self, subject: str, idle_timeout: float | None) -> AsyncIterator[tuple[str, bytes]]:
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def on_msg(msg: Any) -> None:
+            await queue.put((msg.subject, msg.data))
+
+        since = asyncio.get_running_loop().time()
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        try:
+            await self.nc.flush()
+            await asyncio.sleep(0.05)  # a refused subscription is reported right after the flush
+            message = self.denied(since, f'subscription to "{subject}"')
+            if message is not None:
+                raise self._permission_error(message)
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), timeout=idle_timeout)
+                except TimeoutError:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 _plain_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
@@ -430,4 +555,4 @@ def _redact_url(url: str) -> str:
     return ",".join(out)
 
 
-__all__ = ["Bus", "StreamSpec", "decode", "decode_plain", "stream_specs"]
+__all__ = ["AuthenticationFailed", "Bus", "PermissionDenied", "StreamSpec", "decode", "decode_plain", "stream_specs"]

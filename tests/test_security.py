@@ -1,0 +1,468 @@
+"""Security against a real nats-server started from the shipped deploy/nats/nats-server.conf
+(ports and store overridden on the command line, passwords from the environment): every
+refused publish is refused, the platform works end to end with each service as its own user,
+TLS (server and mutual) with certificates generated here, and credentials never reach logs or
+events.
+
+Limits tested elsewhere, not repeated here (see docs/reliability.md): artifact size, import
+roots and URL schemes (tests/test_registry_e2e.py), message size (tests/test_worker.py,
+tests/test_faults.py), ONNX external data escaping the model folder
+(tests/test_registry_verify.py), pickled datasets (tests/test_datasets.py), read-only SQL
+(tests/test_benchmarker_history.py, tests/test_benchmarker_service.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import nats.js.errors
+import pytest
+
+from services.benchmarker.service import BenchmarkerService
+from services.converter.service import ConverterService
+from services.registry.service import RegistryService
+from services.validator.service import ValidatorService
+from shared.artifacts import ArtifactStore
+from shared.bus import Bus, PermissionDenied
+from shared.config import Settings
+from shared.contracts import subjects
+from shared.contracts.base import encode
+from shared.contracts.registry import ModelRegistered
+from shared.embedded import EmbeddedNats, free_port, nats_server_binary
+from shared.errors import ServiceUnavailable
+from shared.sdk import Client
+from tests.support.cluster import eventually, minimal_payload, quick
+from tests.support.models import digits_classifier, mlp
+from tests.support.services import REPO, running
+
+CONF = REPO / "deploy" / "nats" / "nats-server.conf"
+USERS = ("registry", "converter", "benchmarker", "validator", "pipeline", "admin")
+
+
+@pytest.fixture
+def passwords(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Fresh random passwords, in the environment variables the config reads."""
+    chosen = {user: f"pw-{user}-{secrets.token_urlsafe(12)}" for user in USERS}
+    for user, password in chosen.items():
+        monkeypatch.setenv(f"{user.upper()}_PASSWORD", password)
+    return chosen
+
+
+def _server(tmp_path: Path, name: str, *extra: str) -> EmbeddedNats:
+    return EmbeddedNats(
+        tmp_path / name / "jetstream",
+        config_file=CONF,
+        log_file=tmp_path / f"{name}.log",
+        monitor_port=free_port(),
+        extra_args=list(extra),
+    )
+
+
+@pytest.fixture
+def secure_server(tmp_path: Path, passwords: dict[str, str]) -> Iterator[EmbeddedNats]:
+    server = _server(tmp_path, "secure").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def base(secure_server: EmbeddedNats, tmp_path: Path) -> Settings:
+    imports = tmp_path / "imports"
+    imports.mkdir(exist_ok=True)
+    return quick(
+        Settings(
+            nats_url=secure_server.url,
+            home=str(tmp_path / "home"),
+            import_roots=(str(imports),),
+            ack_wait_s=10.0,
+            max_deliver=3,
+            log_level="warning",
+        )
+    )
+
+
+def as_user(settings: Settings, user: str, passwords: dict[str, str]) -> Settings:
+    return settings.with_overrides(nats_user=user, nats_password=passwords[user])
+
+
+@pytest.fixture
+async def admin(base: Settings, passwords: dict[str, str]) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(as_user(base, "admin", passwords), name="test-admin")
+    await bus.ensure_streams()
+    await ArtifactStore(bus).ensure()
+    yield bus
+    await bus.close()
+
+
+class Probe:
+    """A raw nats-py connection that collects the server's permission violations."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc: Any = None
+
+    async def connect(self, url: str, user: str, password: str) -> Probe:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+
+        self.nc = await nats.connect(url, user=user, password=password, error_cb=on_error, allow_reconnect=False)
+        return self
+
+    async def _violation(self, needle: str) -> bool:
+        await self.nc.flush()
+        for _ in range(100):
+            if any(needle.lower() in e.lower() for e in self.errors):  # nats-py lower-cases them
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def publish_refused(self, subject: str, payload: bytes = b"{}") -> bool:
+        await self.nc.publish(subject, payload)
+        return await self._violation(f'publish to "{subject}"')
+
+    async def subscribe_refused(self, subject: str) -> bool:
+        sub = await self.nc.subscribe(subject)
+        refused = await self._violation(f'subscription to "{subject}"')
+        await sub.unsubscribe()
+        return refused
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+
+# --- the configuration ---------------------------------------------------------------------------
+
+
+def test_the_shipped_config_is_valid_and_refuses_to_start_without_a_password(passwords: dict[str, str]) -> None:
+    check = subprocess.run([str(nats_server_binary()), "-t", "-c", str(CONF)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr + check.stdout
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_PASSWORD"}
+    check = subprocess.run([str(nats_server_binary()), "-t", "-c", str(CONF)], capture_output=True, text=True, env=env)
+    assert check.returncode != 0 and "PIPELINE_PASSWORD" in check.stderr + check.stdout
+
+
+async def test_unknown_users_and_wrong_passwords_are_refused_without_echoing_them(
+    base: Settings, passwords: dict[str, str]
+) -> None:
+    for settings in (
+        base,  # no credentials at all
+        base.with_overrides(nats_user="pipeline", nats_password="wrong-" + passwords["pipeline"]),
+        base.with_overrides(nats_user="nobody", nats_password="guess-123456"),
+    ):
+        with pytest.raises(ServiceUnavailable) as refused:
+            await Bus.connect(settings.with_overrides(connect_timeout_s=1.0), name="intruder")
+        assert "uthorization" in refused.value.message, refused.value.message
+        assert (settings.nats_password or "@@") not in refused.value.message
+    with pytest.raises(ServiceUnavailable) as refused:
+        url = base.nats_url.replace("nats://", "nats://pipeline:in-the-url-secret@")
+        await Bus.connect(Settings(nats_url=url, connect_timeout_s=1.0), name="intruder")
+    assert "in-the-url-secret" not in refused.value.message and "***@" in refused.value.message
+
+
+# --- least privilege ---------------------------------------------------------------------------------
+
+FORBIDDEN_FOR_PIPELINE = [
+    # facts, alerts, dead letters: only their owners publish them
+    "model.registered.victim",
+    "model.rejected.victim",
+    "model.alias_set.victim",
+    "model.tags_set.victim",
+    "model.converted.victim",
+    "model.conversion_failed.victim",
+    "model.conversion_skipped.victim",
+    "model.benchmarked.victim",
+    "model.benchmark_failed.victim",
+    "model.validated.victim",
+    "model.validation_failed.victim",
+    "alerts.performance.regression.victim",
+    "alerts.performance.anomaly.victim",
+    "alerts.validation.failed.victim",
+    "alerts.conversion.failed.victim",
+    "alerts.pipeline.deadletter.registry",
+    "deadletter.registry",
+    # registry metadata, replies into someone else's wait
+    "$KV.registry.models.victim.1.0.0.base",
+    "_INBOX.someone-elses-wait",
+    # the work queues: read, ack, rewrite or delete a service's durable consumer
+    "$JS.API.CONSUMER.MSG.NEXT.MODELS.registry",
+    "$JS.ACK.MODELS.registry.1.5.5.1700000000000000000.0",
+    "$JS.API.CONSUMER.CREATE.MODELS",
+    "$JS.API.CONSUMER.CREATE.MODELS.registry",
+    "$JS.API.CONSUMER.CREATE.MODELS.registry.model.register",
+    "$JS.API.CONSUMER.DURABLE.CREATE.MODELS.registry",
+    "$JS.API.CONSUMER.DELETE.MODELS.registry",
+    "$JS.API.CONSUMER.CREATE.ALERTS",
+    "$JS.API.CONSUMER.CREATE.TELEMETRY",
+    "$JS.API.CONSUMER.CREATE.KV_registry",
+    # streams: no delete, purge, update, create; no reading commands (they carry reply inboxes)
+    "$JS.API.STREAM.DELETE.MODELS",
+    "$JS.API.STREAM.PURGE.MODELS",
+    "$JS.API.STREAM.PURGE.OBJ_artifacts",
+    "$JS.API.STREAM.UPDATE.ALERTS",
+    "$JS.API.STREAM.CREATE.EVIL",
+    "$JS.API.STREAM.MSG.GET.MODELS",
+    "$JS.API.STREAM.MSG.DELETE.MODELS",
+]
+
+ALLOWED_FOR_PIPELINE = ["model.register", "model.convert", "model.benchmark", "model.validate", "telemetry.inference.m"]
+
+
+async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queues(
+    base: Settings, passwords: dict[str, str], admin: Bus, secure_server: EmbeddedNats
+) -> None:
+    registry_settings = as_user(base, "registry", passwords)
+    async with running(registry_settings, RegistryService):
+        before = await _durable(admin, "MODELS", "registry")
+        probe = await Probe().connect(secure_server.url, "pipeline", passwords["pipeline"])
+        try:
+            forged = encode(msgspec.convert(minimal_payload(ModelRegistered), ModelRegistered))
+            not_refused = [s for s in FORBIDDEN_FOR_PIPELINE if not await probe.publish_refused(s, forged)]
+            assert not_refused == []
+            not_refused = [
+                s
+                for s in ("model.register", "model.>", "registry.>", "telemetry.>", "deadletter.>", "$KV.>", "_INBOX_x")
+                if not await probe.subscribe_refused(s)
+            ]
+            assert not_refused == []  # commands (reply inboxes), requests, telemetry, metadata
+
+            # Nothing forged landed anywhere; the registry's durable is untouched.
+            facts = await admin.js.stream_info("MODELS", subjects_filter="model.*.>")
+            assert not facts.state.subjects
+            for stream in ("ALERTS", "DEADLETTER"):
+                assert (await admin.js.stream_info(stream)).state.messages == 0, stream
+            after = await admin.js.consumer_info("MODELS", "registry")
+            assert after.config == before.config
+
+            # What a pipeline is for is allowed.
+            errors_before = len(probe.errors)
+            for subject in ALLOWED_FOR_PIPELINE:
+                await probe.nc.publish(subject, b'{"ref": "nothing@1.0.0", "name": "x", "version": "x"}')
+            for subject in ("model.registered.>", "alerts.>", "_INBOX.mine.>"):
+                await probe.nc.subscribe(subject)
+            await probe.nc.flush()
+            await asyncio.sleep(0.2)
+            assert probe.errors[errors_before:] == []
+        finally:
+            await probe.close()
+
+        # Through the SDK a refusal is an immediate, precise error, not a 200 s retry loop.
+        pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+        try:
+            started = asyncio.get_running_loop().time()
+            fake = msgspec.convert(minimal_payload(ModelRegistered), ModelRegistered)
+            with pytest.raises(PermissionDenied, match=r"model\.registered\.poison"):
+                await pipeline.bus.publish(subjects.registered("poison"), fake)
+            with pytest.raises(PermissionDenied, match="Replaying stored messages needs"):
+                [e async for e in pipeline.events("model.>", replay=True, stored_only=True)]
+            assert asyncio.get_running_loop().time() - started < 5
+        finally:
+            await pipeline.close()
+
+
+async def test_an_ephemeral_create_request_can_rewrite_a_durable_which_is_why_the_pipeline_gets_none(
+    base: Settings, passwords: dict[str, str], admin: Bus
+) -> None:
+    """Why the pipeline has no ``$JS.API.CONSUMER.CREATE.MODELS`` (what nats-py's ordered
+    consumers use): on this server, a request on that subject whose config names an existing
+    durable (no durable_name, same ack policy) updates the durable: its filter, ack wait and
+    max deliveries. A user holding that grant could silently stop the registry. If this test
+    ever fails, the server closed the hole and replay may be granted to pipelines again."""
+    async with running(as_user(base, "registry", passwords), RegistryService):
+        await _durable(admin, "MODELS", "registry")
+        request = {
+            "stream_name": "MODELS",
+            "config": {"name": "registry", "ack_policy": "explicit", "filter_subject": "model.nothing"},
+        }
+        reply = await admin.nc.request("$JS.API.CONSUMER.CREATE.MODELS", json.dumps(request).encode(), timeout=5)
+        assert "error" not in json.loads(reply.data), reply.data
+        info = await _durable(admin, "MODELS", "registry")
+        assert info.config.filter_subject == "model.nothing"  # the registry's work queue, rewritten
+
+
+async def test_push_deliveries_into_fact_subjects_never_become_facts(
+    base: Settings, passwords: dict[str, str], admin: Bus, secure_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """A known server limitation (nats-io/nats-server#8274): a user allowed to create a push
+    consumer (the pipeline, on the artifact stream) may point its delivery at any subject. The
+    pipeline uploads a forged model.registered payload and delivers it to
+    model.registered.victim while listening there itself. JetStream stores such a delivery under
+    its original subject, so no service, replay or filter ever sees a model.registered fact."""
+    pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+    try:
+        forged = tmp_path / "forged.json"
+        forged.write_bytes(encode(msgspec.convert(minimal_payload(ModelRegistered), ModelRegistered)))
+        stored_obj = await pipeline.upload(forged, prefix="uploads")
+        meta = await ArtifactStore(pipeline.bus)._meta(stored_obj.name)
+        seen: list[str] = []
+
+        async def listen(msg: Any) -> None:
+            seen.append(msg.subject)
+
+        await pipeline.bus.nc.subscribe("model.registered.victim", cb=listen)
+        request = {
+            "stream_name": "OBJ_artifacts",
+            "config": {
+                "deliver_subject": "model.registered.victim",
+                "ack_policy": "none",
+                "deliver_policy": "all",
+                "filter_subject": f"$O.artifacts.C.{meta['nuid']}",
+            },
+        }
+        reply = await pipeline.bus.nc.request(
+            "$JS.API.CONSUMER.CREATE.OBJ_artifacts", json.dumps(request).encode(), timeout=5
+        )
+        assert "error" not in json.loads(reply.data)  # the limitation: the server allows it
+        await eventually(lambda: _true(bool(seen)), timeout=10, what="the push delivery")
+        assert seen == [f"$O.artifacts.C.{meta['nuid']}"]  # delivered under its true subject
+        await asyncio.sleep(0.3)
+        facts = await admin.js.stream_info("MODELS", subjects_filter="model.registered.>")
+        assert not facts.state.subjects  # never stored as a fact
+    finally:
+        await pipeline.close()
+
+
+async def _durable(bus: Bus, stream: str, name: str) -> Any:
+    """A service's durable consumer, once its worker has created it."""
+    for _ in range(100):
+        try:
+            return await bus.js.consumer_info(stream, name)
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no consumer {stream}/{name}")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_the_platform_works_end_to_end_with_every_service_as_its_own_user(
+    base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
+) -> None:
+    services = []
+    async with (
+        running(as_user(base, "registry", passwords), RegistryService) as registry,
+        running(as_user(base, "converter", passwords), ConverterService) as converter,
+        running(as_user(base, "benchmarker", passwords), BenchmarkerService) as benchmarker,
+        running(as_user(base, "validator", passwords), ValidatorService) as validator,
+    ):
+        services = [registry, converter, benchmarker, validator]
+        pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+        try:
+            live: list[Any] = []
+
+            async def follow() -> None:
+                async for event in pipeline.events("model.validated.>"):  # live: a core subscription
+                    live.append(event.message)
+
+            follower = asyncio.create_task(follow())
+            await asyncio.sleep(0.3)
+            record = await pipeline.register(
+                digits_classifier(tmp_path / "d.onnx"), name="secure", version="1.0.0", task="classification"
+            )
+            assert record.ref == "secure@1.0.0"
+            await eventually(
+                lambda: _true({m.variant for m in live} >= {"base", "ort-opt"}),
+                timeout=90,
+                what="both variants validated, followed live by the pipeline",
+            )
+            follower.cancel()
+            assert (await pipeline.get("secure@1.0.0+ort-opt")).record.parent == "secure@1.0.0"
+            assert [v.record.ref for v in (await pipeline.list(name="secure")).models]
+            downloaded = await pipeline.download("secure@1.0.0", tmp_path / "back.onnx")
+            assert downloaded.read_bytes() == (tmp_path / "d.onnx").read_bytes()
+            rows = await pipeline.sql("SELECT count(*) FROM benchmark_runs WHERE name = 'secure'")
+            assert rows.rows[0][0] == 2
+            assert {s.name for s in await pipeline.status()} >= {"registry", "converter", "benchmarker", "validator"}
+            assert (await pipeline.health("registry"))["service"] == "registry"
+            await pipeline.set_alias("secure@1.0.0", "production")
+            assert (await pipeline.resolve("secure@production")).version == "1.0.0"
+        finally:
+            await pipeline.close()
+        for service in services:
+            assert list(service.bus.denials) == [], (service.name, list(service.bus.denials))
+            for worker in service.workers:
+                assert worker.dead_lettered == 0, (service.name, worker.durable)
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, with the
+    openssl command line (EC P-256 keys: quick to make)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl(
+        "req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=folder
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ):
+        (folder / f"{name}.ext").write_text(ext)
+        _openssl("req", *ec, "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder,
+        )  # fmt: skip
+    return {n: folder / f"{n}.pem" for n in ("ca", "server", "server-key", "client", "client-key")}
+
+
+async def test_tls_server_and_mutual_tls_with_generated_certificates(tmp_path: Path, passwords: dict[str, str]) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    tls_args = ("--tlscert", str(certs["server"]), "--tlskey", str(certs["server-key"]))
+    server = _server(tmp_path, "tls", *tls_args).start()
+    try:
+        url = f"tls://127.0.0.1:{server.port}"
+        s = Settings(nats_url=url, home=str(tmp_path / "home"), connect_timeout_s=1.0, log_level="warning")
+        registry = as_user(s, "registry", passwords)
+        with pytest.raises(ServiceUnavailable):  # the server's certificate is not trusted without the CA
+            await Bus.connect(registry, name="untrusting")
+        with pytest.raises(ServiceUnavailable):  # plaintext to a TLS-only server
+            await Bus.connect(registry.with_overrides(nats_url=f"nats://127.0.0.1:{server.port}"), name="plain")
+        bus = await Bus.connect(registry.with_overrides(nats_tls_ca=str(certs["ca"])), name="tls")
+        try:
+            await bus.ensure_streams()
+            assert bus.nc.connected_url.scheme == "tls"
+        finally:
+            await bus.close()
+    finally:
+        server.stop()
+
+    # Mutual TLS: the server also demands a client certificate signed by the CA.
+    mutual = _server(tmp_path, "mtls", *tls_args, "--tlsverify", "--tlscacert", str(certs["ca"])).start()
+    try:
+        s = Settings(
+            nats_url=f"tls://127.0.0.1:{mutual.port}",
+            home=str(tmp_path / "home2"),
+            import_roots=(str(tmp_path),),
+            connect_timeout_s=1.0,
+            log_level="warning",
+            nats_tls_ca=str(certs["ca"]),
+        )
+        with pytest.raises(ServiceUnavailable):  # no client certificate
+            await Bus.connect(as_user(s, "pipeline", passwords), name="no-cert")
+        with_cert = s.with_overrides(nats_tls_cert=str(certs["client"]), nats_tls_key=str(certs["client-key"]))
+        async with running(as_user(with_cert, "registry", passwords), RegistryService):
+            pipeline = await Client.connect(as_user(with_cert, "pipeline", passwords))
+            try:
+                record = await pipeline.register(mlp(tmp_path / "m.onnx"), name="tls", version="1.0.0")
+                assert record.ref == "tls@1.0.0"
+            finally:
+                await pipeline.close()
+    finally:
+        mutual.stop()
