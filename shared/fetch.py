@@ -9,6 +9,7 @@ hashed on the way.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import shutil
@@ -116,10 +117,38 @@ def _copy_local(source: Path, dest: Path, max_bytes: int, uri: str) -> Fetched:
     return Fetched(dest, copied, h.hexdigest(), uri)
 
 
+class _NoCredentialsAcrossHosts(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never carry the Authorization header to another host (urllib
+    copies request headers into the redirected request)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urlparse(newurl).netloc != urlparse(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_opener = urllib.request.build_opener(_NoCredentialsAcrossHosts)
+
+
+def _request(uri: str) -> urllib.request.Request:
+    """``user:password@`` in an http(s) URI becomes HTTP Basic authentication (urllib would
+    take it for part of the host name); the URI that is requested carries no credentials."""
+    parsed = urlparse(uri)
+    headers = {"User-Agent": "inferlab-registry"}
+    if parsed.username is not None:
+        pair = f"{unquote(parsed.username)}:{unquote(parsed.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        host = parsed.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        uri = parsed._replace(netloc=host + (f":{parsed.port}" if parsed.port else "")).geturl()
+    return urllib.request.Request(uri, headers=headers)
+
+
 def _download(uri: str, dest: Path, max_bytes: int, timeout: float) -> Fetched:
-    request = urllib.request.Request(uri, headers={"User-Agent": "inferlab-registry"})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        request = _request(uri)
+        response = _opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise ArtifactNotFound(f"{_public(uri)} answered 404") from None
@@ -143,6 +172,12 @@ def _download(uri: str, dest: Path, max_bytes: int, timeout: float) -> Fetched:
         except (OSError, urllib.error.URLError) as exc:
             raise FetchFailed(f"download of {_public(uri)} broke off: {exc}") from None
     return Fetched(dest, size, h.hexdigest(), uri)
+
+
+def public_uri(uri: str) -> str:
+    """What may be shown, logged or recorded of a URI: http(s) ones lose user info and query
+    string (either may carry credentials); the other schemes carry none."""
+    return _public(uri) if urlparse(uri).scheme.lower() in ("http", "https") else uri
 
 
 def _public(uri: str) -> str:

@@ -13,10 +13,14 @@ tests/test_faults.py), ONNX external data escaping the model folder
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import http.server
 import json
 import os
 import secrets
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,14 +38,15 @@ from shared.artifacts import ArtifactStore
 from shared.bus import Bus, PermissionDenied
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.base import encode
+from shared.contracts.base import encode, new_id
 from shared.contracts.registry import ModelRegistered
+from shared.contracts.validation import ValidateModel
 from shared.embedded import EmbeddedNats, free_port, nats_server_binary
-from shared.errors import ServiceUnavailable
+from shared.errors import Rejected, ServiceUnavailable
 from shared.sdk import Client
-from tests.support.cluster import eventually, minimal_payload, quick
+from tests.support.cluster import eventually, minimal_payload, quick, stored
 from tests.support.models import digits_classifier, mlp
-from tests.support.services import REPO, running
+from tests.support.services import REPO, ServiceProcess, running
 
 CONF = REPO / "deploy" / "nats" / "nats-server.conf"
 USERS = ("registry", "converter", "benchmarker", "validator", "pipeline", "admin")
@@ -466,3 +471,134 @@ async def test_tls_server_and_mutual_tls_with_generated_certificates(tmp_path: P
                 await pipeline.close()
     finally:
         mutual.stop()
+
+
+# --- no credentials in logs or events -------------------------------------------------------------
+
+
+class _Web:
+    """A local HTTP server for the files in ``folder``; paths under /private/ need HTTP Basic
+    authentication as ``bob`` with ``password``."""
+
+    def __init__(self, folder: Path, password: str) -> None:
+        expected = "Basic " + base64.b64encode(f"bob:{password}".encode()).decode()
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/private/"):
+                    if self.headers.get("Authorization") != expected:
+                        self.send_error(401)
+                        return
+                    self.path = self.path[len("/private") :]
+                super().do_GET()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        handler = functools.partial(Handler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str, *, user: str = "", query: str = "") -> str:
+        auth = f"{user}@" if user else ""
+        return f"http://{auth}127.0.0.1:{self.server.server_address[1]}/{path}" + (f"?{query}" if query else "")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def test_credentials_in_urls_and_nats_passwords_never_reach_logs_facts_or_alerts(
+    base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
+) -> None:
+    """URLs with user:password and query tokens, given to every service that fetches, with the
+    services running as real processes (their logs captured) under their NATS users: no secret
+    appears in any log line, fact, alert or dead letter. (A command itself is stored as the
+    pipeline wrote it: put credentials in a URL and they are in that command's stream entry.)"""
+    www = tmp_path / "www"
+    www.mkdir()
+    mlp(www / "model.onnx")
+    basic_password = f"basic-pass-{secrets.token_hex(4)}"
+    web = _Web(www, basic_password)
+    secrets_used = [passwords[u] for u in USERS] + [basic_password]
+    fleet = []
+    try:
+        for name in ("registry", "converter", "validator"):
+            settings = as_user(base, name, passwords).with_overrides(log_level="info")
+            fleet.append(ServiceProcess(name, settings, tmp_path / "logs").start())
+        pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+        try:
+            await eventually(
+                lambda: _true_async(pipeline, 3), timeout=60, what="the three services up", tolerate=(Exception,)
+            )
+
+            def secret(n: int) -> tuple[str, str]:
+                pair = (f"url-pass-{n}-{secrets.token_hex(4)}", f"url-token-{n}-{secrets.token_hex(4)}")
+                secrets_used.extend(pair)
+                return pair
+
+            pw, token = secret(1)
+            with pytest.raises(Rejected) as missing:
+                await pipeline.register(
+                    web.url("missing.onnx", user=f"alice:{pw}", query=f"token={token}"), name="creds", version="1.0.0"
+                )
+            assert missing.value.code == "artifact_not_found", missing.value.message
+            _, token = secret(2)
+            record = await pipeline.register(  # the credentials work (HTTP Basic), and stay secret
+                web.url("private/model.onnx", user=f"bob:{basic_password}", query=f"X-Amz-Signature={token}"),
+                name="creds",
+                version="1.1.0",
+            )
+            assert record.source_uri == web.url("private/model.onnx")
+            with pytest.raises(Rejected) as unauthorized:
+                await pipeline.register(web.url("private/model.onnx", user="bob:wrong"), name="creds", version="1.0.1")
+            assert unauthorized.value.code == "fetch_failed" and "HTTP 401" in unauthorized.value.message
+            pw, token = secret(3)
+            with pytest.raises(Rejected) as bad_dataset:
+                await pipeline.register(
+                    mlp(tmp_path / "m3.onnx", seed=3),
+                    name="creds",
+                    version="1.2.0",
+                    dataset=web.url("nothing.npz", user=f"carol:{pw}", query=f"sig={token}"),
+                )
+            assert bad_dataset.value.code == "invalid_dataset"
+            pw, token = secret(4)
+            reply = await pipeline.send_and_wait(
+                subjects.VALIDATE,
+                ValidateModel(
+                    event_id=new_id(),
+                    ref="creds@1.1.0",
+                    dataset_uri=web.url("nothing.npz", user=f"dave:{pw}", query=f"sig={token}"),
+                ),
+                timeout=60,
+            )
+            assert reply["type"] == "model.validation_failed", reply
+            pw, token = secret(5)
+            outcomes = await pipeline.convert(
+                "creds@1.1.0",
+                profiles=["int8-static"],
+                calibration=web.url("calib.npz", user=f"erin:{pw}", query=f"sig={token}"),
+                timeout=60,
+            )
+            assert outcomes and outcomes[0].reason == "invalid_dataset", outcomes
+            await asyncio.sleep(1.0)  # let every process write its last lines
+        finally:
+            await pipeline.close()
+    finally:
+        for process in fleet:
+            process.stop()
+        web.close()
+
+    reader = Client(admin)
+    published = [
+        e.raw.decode() for subject in ("model.*.>", "alerts.>", "deadletter.>") for e in await stored(reader, subject)
+    ]
+    assert len(published) >= 5
+    logs = {p.name: p.log() for p in fleet}
+    assert all(logs.values())
+    for secret_value in secrets_used:
+        for where, text in [*logs.items(), *(("stream", m) for m in published)]:
+            assert secret_value not in text, f"{secret_value!r} leaked into {where}"
+
+
+async def _true_async(client: Client, services: int) -> bool:
+    return len({s.name for s in await client.status(timeout=0.3)}) >= services

@@ -55,6 +55,7 @@ from shared.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from shared.fetch import public_uri
 from shared.log import get_logger
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
@@ -257,6 +258,8 @@ class ValidatorService:
         dataset = dataset_sha = None
         if dataset_uri:
             fetchable = await self._resolve_dataset(dataset_uri)
+            # Shown in errors, logs and the report without user info or query (credentials).
+            dataset_uri = public_uri(dataset_uri)
             dataset_path = await self._fetch_dataset(fetchable, dataset_uri)
             dataset_sha = dataset_path.stem
             dataset = await self._load_dataset(dataset_path, runner, dataset_uri)
