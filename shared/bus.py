@@ -181,9 +181,13 @@ class Bus:
         # refused first connect internally; the timeout below would hide the reason).
         refused: list[BaseException] = []
 
+        auth_refused = asyncio.Event()
+
         async def on_error(exc: Exception) -> None:
             if not nc.is_connected:
                 refused.append(exc)
+                if _is_auth_error(exc):
+                    auth_refused.set()
             if "permissions violation" in str(exc):
                 denials.append((asyncio.get_running_loop().time(), str(exc)))
             if nc.is_connected or nc.is_reconnecting:
@@ -207,13 +211,22 @@ class Bus:
                 if not reachable:
                     raise ConnectionRefusedError("connection refused")
                 # nats-py retries a failed *first* connect forever when reconnects are
-                # unlimited; bound it so a missing server is reported, not waited for.
-                await asyncio.wait_for(
-                    nc.connect(
-                        **options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect
-                    ),
-                    timeout=settings.connect_timeout_s + 1.0,
+                # unlimited; bound it so a missing server is reported, not waited for, and
+                # stop at the first refusal of the credentials.
+                connecting = asyncio.ensure_future(
+                    nc.connect(**options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
                 )
+                refusal = asyncio.ensure_future(auth_refused.wait())
+                await asyncio.wait(
+                    {connecting, refusal}, timeout=settings.connect_timeout_s + 1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                refusal.cancel()
+                if not connecting.done():
+                    connecting.cancel()
+                    with contextlib.suppress(BaseException):
+                        await connecting
+                    raise TimeoutError("no answer")
+                connecting.result()
                 bus = cls(nc, settings, name=name)
                 bus.denials = denials
                 return bus
@@ -224,7 +237,9 @@ class Bus:
                     pass
                 reason = refused[-1] if refused else exc
                 url = _redact_url(settings.nats_url)
-                if isinstance(reason, nats.errors.AuthorizationError) or "uthorization" in str(reason):
+                # The server may close the socket before its "Authorization Violation" is
+                # read (a reset), so any refusal among the errors counts.
+                if any(_is_auth_error(e) for e in refused):
                     # Wrong user or password: waiting will not fix it (and the password is
                     # never part of the message).
                     raise AuthenticationFailed(
@@ -237,6 +252,7 @@ class Bus:
                         "start it with `inferlab up` or set INFERLAB_NATS_URL"
                     ) from None
                 refused.clear()
+                auth_refused.clear()
                 log.info("nats_connect_retry", error=_describe(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -537,6 +553,10 @@ def _any_reachable(servers: list[str]) -> bool:
         except OSError:
             continue
     return False
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower()
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import fnmatch
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from shared.log import correlation, get_logger
 M = TypeVar("M", bound=Message)
 
 DEADLETTER_PAYLOAD_BYTES = 64 * 1024
+# Headers that may carry credentials are not copied into dead letters.
+_SECRET_HEADER = re.compile(r"auth|token|secret|passw|key|cookie|credential|signature", re.IGNORECASE)
 
 
 @dataclass
@@ -342,7 +345,7 @@ class Worker:
             error=error[:4000],
             payload=data[:DEADLETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
             payload_bytes=len(data),
-            headers={k: v for k, v in headers.items() if "auth" not in k.lower()},
+            headers={k: v for k, v in headers.items() if not _SECRET_HEADER.search(k)},
             details={"reason": reason},
         )
         alert = DeadLetterAlert(

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ from shared.bus import Bus, PermissionDenied
 from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.base import encode, new_id
-from shared.contracts.registry import ModelRegistered
+from shared.contracts.registry import ModelRegistered, RegisterModel
 from shared.contracts.validation import ValidateModel
 from shared.embedded import EmbeddedNats, free_port, nats_server_binary
 from shared.errors import Rejected, ServiceUnavailable
@@ -602,3 +603,78 @@ async def test_credentials_in_urls_and_nats_passwords_never_reach_logs_facts_or_
 
 async def _true_async(client: Client, services: int) -> bool:
     return len({s.name for s in await client.status(timeout=0.3)}) >= services
+
+
+# --- limits not covered elsewhere -----------------------------------------------------------------
+
+
+async def test_import_roots_hold_against_symlinks_remote_hosts_and_oversized_datasets(
+    settings: Settings, client: Client, imports: Path, tmp_path: Path
+) -> None:
+    outside = mlp(tmp_path / "outside.onnx")
+    (imports / "link.onnx").symlink_to(outside)  # inside the root, pointing out of it
+    (imports / "sub").mkdir()
+    (imports / "sub" / "up").symlink_to(tmp_path)  # a linked folder escaping the root
+    dataset = tmp_path / "big.npz"
+    import numpy as np
+
+    np.savez(dataset, input=np.zeros((4096, 16), np.float32), labels=np.zeros(4096, np.int64))
+    tight = settings.with_overrides(max_dataset_bytes=64 * 1024)
+    async with running(tight, RegistryService):
+        for i, uri in enumerate(
+            [f"file://{imports}/link.onnx", f"file://{imports}/sub/up/outside.onnx", f"file://otherhost{outside}"]
+        ):
+            with pytest.raises(Rejected) as refused:
+                await client.register(uri, name="escape", version=f"1.0.{i}")
+            assert refused.value.code == "import_not_allowed", (uri, refused.value.message)
+        with pytest.raises(Rejected) as refused:
+            await client.register(mlp(tmp_path / "m.onnx"), name="escape", version="2.0.0", dataset=dataset)
+        assert refused.value.code == "invalid_dataset" and "limit" in refused.value.message
+
+
+async def test_dead_letters_drop_authorization_headers(bus: Bus) -> None:
+    from shared.worker import Route, Worker
+
+    async def never(_: Any) -> None:
+        raise AssertionError("poison reached the handler")
+
+    worker = Worker(
+        bus, service="guard", stream="MODELS", durable="guard", routes=[Route("model.register", RegisterModel, never)]
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        headers = {
+            "Authorization": "Bearer hdr-secret",
+            "X-Auth-Token": "hdr-secret-2",
+            "X-Api-Key": "hdr-secret-3",
+            "Cookie": "session=hdr-secret-4",
+            "Trace": "keep",
+        }
+        await bus.js.publish("model.register", b"{broken", headers=headers)
+        reader = Client(bus)
+        await eventually(lambda: _has_letters(reader), timeout=15, what="the dead letter")
+        [letter] = await stored(reader, "deadletter.guard")
+    finally:
+        worker.stop()
+        await task
+    assert letter.message.headers == {"Trace": "keep"}
+    assert "hdr-secret" not in letter.raw.decode()
+
+
+async def _has_letters(reader: Client) -> bool:
+    return bool(await stored(reader, "deadletter.guard"))
+
+
+def test_secret_looking_log_keys_and_settings_are_masked() -> None:
+    from shared.log import _redact_secrets  # the processor every service's logger runs
+
+    line = _redact_secrets(None, "info", {"nats_password": "log-secret-1", "api_token": "log-secret-2", "user": "a"})
+    assert line == {"nats_password": "***", "api_token": "***", "user": "a"}
+
+    env = {**os.environ, "INFERLAB_NATS_PASSWORD": "cfg-secret-1", "INFERLAB_NATS_TOKEN": "cfg-secret-2"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "config", "--json"], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "cfg-secret" not in shown.stdout + shown.stderr
+    assert json.loads(shown.stdout)["nats_password"] == "***"
