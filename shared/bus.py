@@ -186,8 +186,8 @@ class Bus:
         async def on_error(exc: Exception) -> None:
             if not nc.is_connected:
                 refused.append(exc)
-                if _is_auth_error(exc):
-                    auth_refused.set()
+                if _is_auth_error(exc) or isinstance(exc, ssl.SSLError):
+                    auth_refused.set()  # credentials or certificates: retrying will not help
             if "permissions violation" in str(exc):
                 denials.append((asyncio.get_running_loop().time(), str(exc)))
             if nc.is_connected or nc.is_reconnecting:
@@ -245,6 +245,12 @@ class Bus:
                     raise AuthenticationFailed(
                         f"NATS at {url} refused user {settings.nats_user or '(none)'!r}: authorization violation "
                         "(check INFERLAB_NATS_USER / INFERLAB_NATS_PASSWORD, _TOKEN or _CREDS)"
+                    ) from None
+                tls_error = next((e for e in refused if isinstance(e, ssl.SSLError)), None)
+                if tls_error is not None:
+                    raise ServiceUnavailable(
+                        f"TLS with NATS at {url} failed: {_describe(tls_error)} "
+                        "(check INFERLAB_NATS_TLS_CA, _CERT and _KEY)"
                     ) from None
                 if loop.time() >= deadline:
                     raise ServiceUnavailable(
