@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from services.registry import query
 from services.registry.store import RegistryStore
-from services.registry.verify import VerificationError, engine_facts, verify_model
+from services.registry.verify import ModelFacts, VerificationError, engine_facts, verify_model
 from shared.artifacts import ArtifactStore, content_name, sha256_file
 from shared.bus import Bus
 from shared.config import Settings
@@ -232,7 +232,7 @@ class RegistryService:
                 )
                 try:
                     facts = await asyncio.to_thread(
-                        verify_model, fetched.path, external_data_dir=external_dir, workdir=workdir
+                        verify_untrusted, fetched.path, external_data_dir=external_dir, workdir=workdir
                     )
                 except VerificationError as exc:
                     raise Rejection(exc.reason, exc.message, fetched.sha256) from None
@@ -491,6 +491,22 @@ class RegistryService:
             ),
         )
         return await self._view(updated)
+
+
+def verify_untrusted(path: Path, *, external_data_dir: Path | None, workdir: Path | None) -> ModelFacts:
+    """``verify_model``, with whatever a library raises on hostile bytes that verify.py does not
+    anticipate turned into a precise ``invalid_model`` rejection: otherwise the command would be
+    retried until dead-lettered and its sender would wait for an answer that never comes.
+    (OSError is left alone: a full disk is worth a retry.)"""
+    try:
+        return verify_model(path, external_data_dir=external_data_dir, workdir=workdir)
+    except VerificationError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, OverflowError,
+            RecursionError, MemoryError) as exc:  # fmt: skip
+        raise VerificationError(
+            RejectionReason.INVALID_MODEL, f"cannot verify the model: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
 
 
 def _mark_announced(record: ModelRecord) -> None:
