@@ -138,8 +138,21 @@ class ArtifactStore:
         self.stream = f"OBJ_{self.bucket}"
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        # Object-store calls publish to $JS.API.* and $O.<bucket>.*: a refusal of either ends it.
-        return await self.bus.retry_transient(what, attempt, denied_if='publish to "$')
+        # A refused chunk, metadata or lookup ends it at once; a refused purge (cleanup that
+        # the orphan sweep also does) is not a failure of the transfer.
+        return await self.bus.retry_transient(
+            what,
+            attempt,
+            denied_if=(
+                f'publish to "$O.{self.bucket}.',
+                'publish to "$JS.API.STREAM.INFO.',
+                'publish to "$JS.API.STREAM.NAMES',
+                'publish to "$JS.API.STREAM.MSG.GET.',
+                'publish to "$JS.API.DIRECT.GET.',
+                'publish to "$JS.API.STREAM.CREATE.',
+                'publish to "$JS.API.CONSUMER.',
+            ),
+        )
 
     async def ensure(self) -> None:
         await self._retrying(f"bucket {self.bucket}", self._ensure_once)
@@ -239,13 +252,20 @@ class ArtifactStore:
             for future in pending:
                 future.cancel()
             with contextlib.suppress(Exception):
-                await self.bus.js.purge_stream(self.stream, subject=chunk_subject)
+                await self._purge(chunk_subject)
             raise
         if previous is not None and previous.get("nuid") and previous["nuid"] != nuid:
             # The name was overwritten: its old chunks are unreachable now.
             with contextlib.suppress(Exception):
-                await self.bus.js.purge_stream(self.stream, subject=f"$O.{self.bucket}.C.{previous['nuid']}")
+                await self._purge(f"$O.{self.bucket}.C.{previous['nuid']}")
         return StoredArtifact(self.bucket, name, size, actual)
+
+    async def _purge(self, subject: str) -> None:
+        """Purge chunks; a user without the right (the pipeline) fails at once and leaves them
+        to the registry's orphan sweep."""
+        await self.bus.unless_denied(
+            self.bus.js.purge_stream(self.stream, subject=subject), f'publish to "$JS.API.STREAM.PURGE.{self.stream}'
+        )
 
     async def get_to_file(
         self,
@@ -333,7 +353,9 @@ class ArtifactStore:
         for subject in metas.state.subjects or {}:
             with contextlib.suppress(nats.js.errors.NotFoundError, ValueError):
                 msg = await self.bus.js.get_last_msg(self.stream, subject)
-                live.add(json.loads(msg.data or b"{}").get("nuid"))
+                meta = json.loads(msg.data or b"{}")
+                if not meta.get("deleted"):  # a deleted object's chunks are garbage too
+                    live.add(meta.get("nuid"))
         purged = 0
         now = datetime.now(UTC)
         for nuid in sorted(nuids - live):
@@ -349,6 +371,18 @@ class ArtifactStore:
         return purged
 
     async def delete(self, name: str) -> None:
-        store = await self.bus.js.object_store(self.bucket)
-        with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
-            await store.delete(name)
+        """Mark ``name`` deleted (nats-py's format: a rolled-up metadata message with
+        ``deleted``), then purge its chunks; a user without the purge right leaves them to the
+        registry's orphan sweep instead of waiting for a refused request to time out."""
+        meta = await self._meta(name)
+        if meta is None or not meta.get("nuid"):
+            return
+        tombstone = {**meta, "deleted": True, "size": 0, "chunks": 0, "digest": "", "mtime": ""}
+        await self._retrying(
+            f"delete of {name!r}",
+            lambda: self.bus.js.publish(
+                _meta_subject(self.bucket, name), json.dumps(tombstone).encode(), headers=_ROLLUP
+            ),
+        )
+        with contextlib.suppress(Exception):
+            await self._purge(f"$O.{self.bucket}.C.{meta['nuid']}")

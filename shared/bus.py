@@ -156,13 +156,14 @@ class Bus:
         # (loop time, server message) of recent permission violations on this connection.
         self.denials: deque[tuple[float, str]] = deque(maxlen=64)
 
-    def denied(self, since: float, fragment: str = "") -> str | None:
+    def denied(self, since: float, fragment: str | tuple[str, ...] = "") -> str | None:
         """The newest permission violation reported since ``since`` (loop time) whose message
-        contains ``fragment`` (e.g. ``publish to "model.registered.x"``)."""
+        contains ``fragment`` (or one of them), e.g. ``publish to "model.registered.x"``."""
+        wanted = [f.lower() for f in ((fragment,) if isinstance(fragment, str) else fragment)]
         for at, message in reversed(self.denials):
             if at < since:
                 return None
-            if fragment.lower() in message.lower():  # nats-py lower-cases the server's message
+            if any(f in message.lower() for f in wanted):  # nats-py lower-cases the server's message
                 return message
         return None
 
@@ -366,7 +367,12 @@ class Bus:
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
 
-    async def _watching(self, call: Awaitable[T], fragment: str, since: float) -> T:
+    async def unless_denied(self, call: Awaitable[T], fragment: str | tuple[str, ...]) -> T:
+        """Await ``call``; raise PermissionDenied as soon as the server refuses a subject
+        matching ``fragment`` (e.g. ``publish to "$JS.API.STREAM.PURGE.``)."""
+        return await self._watching(call, fragment, asyncio.get_running_loop().time())
+
+    async def _watching(self, call: Awaitable[T], fragment: str | tuple[str, ...], since: float) -> T:
         """Await ``call``, but raise PermissionDenied as soon as the server reports a
         violation matching ``fragment`` (a refused request is never answered: without this,
         the caller would wait out its timeout, and every retry's)."""
@@ -386,7 +392,11 @@ class Bus:
                     await task
 
     async def retry_transient(
-        self, what: str, attempt: Callable[[], Awaitable[T]], *, denied_if: str = 'publish to "$JS.API.'
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        denied_if: str | tuple[str, ...] = 'publish to "$JS.API.',
     ) -> T:
         """Run ``attempt`` (an idempotent JetStream call) again while it fails the way calls
         fail during a node's failover, for up to TRANSIENT_RETRY_S: a pipeline reading or

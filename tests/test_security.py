@@ -436,7 +436,7 @@ async def test_tls_server_and_mutual_tls_with_generated_certificates(tmp_path: P
         url = f"tls://127.0.0.1:{server.port}"
         s = Settings(nats_url=url, home=str(tmp_path / "home"), connect_timeout_s=1.0, log_level="warning")
         registry = as_user(s, "registry", passwords)
-        with pytest.raises(ServiceUnavailable, match="TLS with NATS .* certificate verify failed"):
+        with pytest.raises(ServiceUnavailable, match=r"TLS with NATS .* certificate verify failed"):
             await Bus.connect(registry, name="untrusting")  # the server's certificate needs the CA
         with pytest.raises(ServiceUnavailable):  # plaintext to a TLS-only server
             await Bus.connect(registry.with_overrides(nats_url=f"nats://127.0.0.1:{server.port}"), name="plain")
@@ -678,3 +678,29 @@ def test_secret_looking_log_keys_and_settings_are_masked() -> None:
     assert shown.returncode == 0, shown.stderr
     assert "cfg-secret" not in shown.stdout + shown.stderr
     assert json.loads(shown.stdout)["nats_password"] == "***"
+
+
+async def test_what_the_pipeline_may_not_purge_is_swept_and_costs_it_no_wait(
+    base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
+) -> None:
+    """The pipeline may not purge the artifact stream (it could erase any model). Replacing a
+    named dataset or deleting a single-use export leaves chunks behind: the pipeline's call
+    returns at once (no wait for a refused request's timeout), and the registry's orphan sweep
+    collects them."""
+    pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+    try:
+        first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+        first.write_bytes(b"a" * 1000)
+        second.write_bytes(b"b" * 1000)
+        await pipeline.put_dataset(first, "shared-set")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await pipeline.put_dataset(second, "shared-set")  # the first one's chunks are orphaned
+        store = ArtifactStore(pipeline.bus)
+        await store.delete("datasets/named/shared-set")  # marked deleted; its chunks orphaned
+        assert loop.time() - started < 3
+    finally:
+        await pipeline.close()
+    assert await ArtifactStore(admin).purge_orphans(min_age_s=0) == 2
+    chunks = await admin.js.stream_info("OBJ_artifacts", subjects_filter="$O.artifacts.C.>")
+    assert not chunks.state.subjects
