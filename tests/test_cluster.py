@@ -10,14 +10,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from shared.bus import Bus
+from shared.bus import Bus, PermissionDenied
 from shared.config import Settings
+from shared.contracts.registry import ModelRegistered
 from shared.embedded import EmbeddedCluster
 from shared.errors import InferlabError
 from shared.sdk import Client
-from tests.support.cluster import SERVICES, Fleet, eventually, quick, stored
+from tests.support.cluster import SERVICES, Fleet, eventually, minimal_payload, quick, stored
 from tests.support.models import mlp
 
 pytestmark = pytest.mark.fault
@@ -114,3 +116,33 @@ async def test_two_replicas_per_service_survive_losing_a_nats_node_and_a_replica
     finally:
         fleet.stop()
         await bus.close()
+
+
+async def test_the_shipped_cluster_config_forms_a_cluster_with_the_platform_permissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/nats/cluster.conf (nats-server.conf plus routes), three nodes on loopback (routes
+    and names overridden on the command line): replicated streams work, and the users and
+    permissions of nats-server.conf hold on every node."""
+    for user in ("registry", "converter", "benchmarker", "validator", "pipeline", "admin"):
+        monkeypatch.setenv(f"{user.upper()}_PASSWORD", f"pw-{user}")
+    monkeypatch.setenv("NATS_SERVER_NAME", "overridden-per-node")
+    conf = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "cluster.conf"
+    with EmbeddedCluster(tmp_path / "shipped", config_file=conf) as cluster:
+        base = Settings(nats_url=cluster.url, stream_replicas=3, home=str(tmp_path / "home"), connect_timeout_s=2.0)
+        admin = await Bus.connect(base.with_overrides(nats_user="admin", nats_password="pw-admin"), name="admin")
+        try:
+            await admin.ensure_streams()
+            info = await admin.js.stream_info("MODELS")
+            assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
+        finally:
+            await admin.close()
+        for node in cluster.nodes:  # every node enforces the pipeline's permissions
+            single = base.with_overrides(nats_url=node.url, nats_user="pipeline", nats_password="pw-pipeline")
+            pipeline = await Bus.connect(single, name="pipeline")
+            try:
+                fake = msgspec.convert(minimal_payload(ModelRegistered), ModelRegistered)
+                with pytest.raises(PermissionDenied):
+                    await pipeline.publish("model.registered.forged", fake)
+            finally:
+                await pipeline.close()
