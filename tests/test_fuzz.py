@@ -274,18 +274,6 @@ async def test_a_malformed_external_data_reference_is_rejected_at_once_not_retri
         assert all(w.dead_lettered == 0 and w.failed == 0 for w in registry.workers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE (services/registry/verify.py, owner: lead): external_locations() builds "
-        "onnx ExternalDataInfo, which raises ValueError for a non-numeric or negative "
-        "offset/length; verify_model lets it escape instead of raising "
-        "VerificationError(EXTERNAL_DATA_ESCAPE or INVALID_MODEL). The registry's "
-        "verify_untrusted() wrapper now turns it into invalid_model; the fix in verify.py: wrap "
-        "`locations = external_locations(model)` in try/except ValueError -> "
-        "VerificationError(RejectionReason.INVALID_MODEL, f'malformed external data reference: {exc}')."
-    ),
-)
 def test_verify_model_itself_rejects_a_malformed_external_data_offset(tmp_path: Path) -> None:
     path = _external_offset_model(tmp_path, "-5")
     with pytest.raises(VerificationError):

@@ -101,7 +101,10 @@ def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: 
         # protobuf parses many byte strings as an empty message: demand a graph and a version
         raise VerificationError(RejectionReason.NOT_ONNX, "not an ONNX model: no graph or IR version in the file")
 
-    locations = external_locations(model)
+    try:
+        locations = external_locations(model)
+    except (ValueError, TypeError) as exc:  # onnx refuses non-numeric or negative offsets/lengths
+        raise VerificationError(RejectionReason.INVALID_MODEL, f"malformed external data reference: {exc}") from None
     stored_path = path
     if locations:
         check_external_paths(locations, external_data_dir)
