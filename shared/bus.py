@@ -180,7 +180,7 @@ class Bus:
         denials: deque[tuple[float, str]] = deque(maxlen=64)
         # Why the first connect failed, as the client reported it (nats-py keeps retrying a
         # refused first connect internally; the timeout below would hide the reason).
-        refused: list[BaseException] = []
+        refused: deque[BaseException] = deque(maxlen=16)  # bounded: outages may last for days
 
         auth_refused = asyncio.Event()
 
