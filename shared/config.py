@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_deliver: int = 5
     ack_wait_s: float = 30.0
     fetch_batch: int = 16
+    dependency_wait_s: float = 300.0
     # --- limits and import policy ---
     max_artifact_bytes: int = 2 << 30
     max_dataset_bytes: int = 2 << 30
@@ -183,6 +184,7 @@ FIELD_DOCS: dict[str, str] = {
     "max_deliver": "Deliveries before a failing message is dead-lettered.",
     "ack_wait_s": "Seconds before an unacknowledged message is redelivered (handlers heartbeat).",
     "fetch_batch": "Messages fetched per pull request.",
+    "dependency_wait_s": "Seconds a handler holds its message while a service it asks (the registry) is down.",
     "max_artifact_bytes": "Largest model artifact accepted.",
     "max_dataset_bytes": "Largest dataset accepted.",
     "max_message_bytes": "Largest message a service decodes (NATS max_payload by default).",

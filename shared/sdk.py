@@ -265,7 +265,10 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         queue: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def collect(msg: Any) -> None:
-            await queue.put(msg.data)
+            # Only what was published to the inbox itself: a JetStream push delivery aimed at
+            # it carries the stream's original subject, and must not pass for an answer.
+            if msg.subject == inbox:
+                await queue.put(msg.data)
 
         sub = await self.bus.nc.subscribe(inbox, cb=collect)
         try:

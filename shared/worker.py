@@ -36,6 +36,7 @@ from shared.bus import Bus
 from shared.contracts import subjects
 from shared.contracts.alerts import DeadLetter, DeadLetterAlert
 from shared.contracts.base import Message, decode, with_envelope
+from shared.errors import ServiceUnavailable
 from shared.log import correlation, get_logger
 
 M = TypeVar("M", bound=Message)
@@ -217,7 +218,7 @@ class Worker:
         started = time.perf_counter()
         with correlation(message.correlation_id, subject=msg.subject, event_id=message.event_id):
             try:
-                await route.handler(delivery)
+                await self._run_handler(route, delivery)
             except asyncio.CancelledError:
                 raise
             except PoisonMessage as exc:  # the handler knows no retry can succeed
@@ -237,6 +238,25 @@ class Worker:
                 return
             self.handled += 1
             self.log.debug("handled", duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _run_handler(self, route: Route, delivery: Delivery[Any]) -> None:
+        """Run the handler; while a service it depends on does not answer (a registry being
+        restarted), wait and run it again, holding the message (heartbeats continue) instead of
+        spending its deliveries: a dependency that is down is not the message's fault."""
+        waited = 0.0
+        delay = 0.5
+        limit = self.bus.settings.dependency_wait_s
+        while True:
+            try:
+                await route.handler(delivery)
+                return
+            except ServiceUnavailable as exc:
+                if waited >= limit or self._stopping.is_set() or self.bus.nc.is_closed:
+                    raise
+                self.log.warning("dependency_unavailable", error=str(exc), retry_in_s=delay, waited_s=round(waited, 1))
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 10.0)
 
     def _decode(self, msg: Msg, fallback_id: str) -> tuple[Route, Message]:
         route = next((r for r in self.routes if r.matches(msg.subject)), None)

@@ -333,3 +333,29 @@ async def test_converter_killed_mid_conversion_registers_the_variant_once(settin
         ]
         assert len(announced) == 1
         assert len(await stored(client, "model.converted.big")) == 1
+
+
+async def test_a_registered_fact_with_an_unfetchable_artifact_fails_precisely(
+    settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    """A model.registered whose artifact URI the import policy refuses (or that is no URI at
+    all) can never be fetched: one conversion_failed with reason artifact_error, not a retry
+    loop into the dead-letter queue."""
+    settings = _fast(settings, converter_profiles=("ort-opt",))
+    async with (
+        running(settings, RegistryService),
+        running(settings, ConverterService),
+        await Client.connect(settings) as client,
+    ):
+        real = await client.register(mlp(tmp_path / "mlp.onnx"), name="odd", version="1.0.0")
+        for i, uri in enumerate(("file:///etc/passwd", "no-scheme.onnx")):
+            sha = str(i) * 64  # bytes the converter's cache has never seen: it must fetch them
+            record = msgspec.structs.replace(real, version=f"2.0.{i}", ref=f"odd@2.0.{i}", artifact_uri=uri, sha256=sha)
+            event = ModelRegistered(
+                event_id=new_id(), name="odd", version=record.version, sha256=record.sha256, record=record
+            )
+            await bus.publish(subjects.registered("odd"), event)
+        failures = await wait_for_events(client, "model.conversion_failed.odd", 2)
+        assert sorted(f.message.version for f in failures) == ["2.0.0", "2.0.1"]
+        assert {f.message.reason for f in failures} == {"artifact_error"}
+        assert await stored(client, "deadletter.converter") == []

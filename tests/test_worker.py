@@ -207,3 +207,22 @@ async def test_a_handler_can_declare_a_message_poison(bus: Bus) -> None:
     client = Client(bus)
     [letter] = [e async for e in client.events("deadletter.tester", replay=True, idle_timeout=10, stored_only=True)]
     assert letter.message.details["reason"] == "poison"
+
+
+async def test_a_dependency_that_is_down_does_not_spend_the_message(bus: Bus) -> None:
+    """While another service does not answer, the handler is run again on the same delivery
+    (heartbeats hold the message) instead of being nak'ed into the dead-letter queue."""
+    from shared.errors import ServiceUnavailable
+
+    calls: list[int] = []
+
+    async def needs_registry(delivery: Delivery) -> None:
+        calls.append(delivery.deliveries)
+        if len(calls) < 4:
+            raise ServiceUnavailable("no service answers registry.get")
+
+    worker = await run_worker(bus, needs_registry, durable="dep", max_deliver=2)
+    await bus.publish(subjects.REGISTER, command("dep", "dep-id"))
+    await eventually(lambda: worker.handled == 1, timeout=30)
+    await stop(worker)
+    assert calls == [1, 1, 1, 1] and worker.dead_lettered == 0

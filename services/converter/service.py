@@ -71,6 +71,7 @@ from shared.errors import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactTooLarge,
+    ImportNotAllowed,
     IntegrityError,
     InvalidDataset,
     InvalidReference,
@@ -360,8 +361,12 @@ class ConverterService:
         await self._progress(job, profile_id, "fetching")
         try:
             await self._prepare_source(job)
-        except (ArtifactNotFound, IntegrityError, ArtifactTooLarge) as exc:
+        except (ArtifactNotFound, IntegrityError, ArtifactTooLarge, ImportNotAllowed) as exc:
             # The registry's stored artifact is gone or damaged: no retry can fix that.
+            return self._failed(job, profile_id, REASON_ARTIFACT_ERROR, f"source artifact: {exc.message}", None, key)
+        except ArtifactError as exc:
+            if exc.code != "invalid_uri":
+                raise  # a transfer that broke off: retried
             return self._failed(job, profile_id, REASON_ARTIFACT_ERROR, f"source artifact: {exc.message}", None, key)
         if job.data_error is not None:
             return self._failed(job, profile_id, job.data_error.reason, job.data_error.message, None, key)
