@@ -79,6 +79,7 @@ ERROR_CODE_HEADER = "Inferlab-Error-Code"
 CORRELATION_HEADER = "Inferlab-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 INBOX_PREFIX = "_INBOX."
+NO_RESPONDERS_GRACE_S = 2.0
 
 # Error codes a request/reply endpoint may send back, mapped to the exception a client raises.
 _ERRORS_BY_CODE: dict[str, type[InferlabError]] = {
@@ -436,19 +437,30 @@ class Bus:
     # --- request/reply --------------------------------------------------------------------
 
     async def request(self, subject: str, body: msgspec.Struct, reply: type[R], *, timeout: float = 10.0) -> R:
-        """Call a micro endpoint; endpoint errors come back as the matching exception."""
-        try:
-            msg = await self._watching(
-                self.nc.request(subject, encode(body), timeout=timeout),
-                f'publish to "{subject}"',
-                asyncio.get_running_loop().time(),
-            )
-        except nats.errors.NoRespondersError:
-            raise ServiceUnavailable(
-                f"no service answers {subject}: is `inferlab up` (or that service) running?"
-            ) from None
-        except nats.errors.TimeoutError:
-            raise ServiceUnavailable(f"{subject} did not answer within {timeout:.0f}s") from None
+        """Call a micro endpoint; endpoint errors come back as the matching exception.
+
+        "No responders" is asked again for up to two seconds: a replica that is (re)starting
+        subscribes a moment after it is reachable, and a rolling restart should not fail a
+        request that a sibling or the successor answers."""
+        loop = asyncio.get_running_loop()
+        payload = encode(body)
+        deadline = loop.time() + min(timeout, NO_RESPONDERS_GRACE_S)
+        delay = 0.05
+        while True:
+            try:
+                msg = await self._watching(
+                    self.nc.request(subject, payload, timeout=timeout), f'publish to "{subject}"', loop.time()
+                )
+                break
+            except nats.errors.NoRespondersError:
+                if loop.time() + delay > deadline:
+                    raise ServiceUnavailable(
+                        f"no service answers {subject}: is `inferlab up` (or that service) running?"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except nats.errors.TimeoutError:
+                raise ServiceUnavailable(f"{subject} did not answer within {timeout:.0f}s") from None
         headers = msg.headers or {}
         if headers.get("Nats-Service-Error-Code"):
             error = _decode_error(msg.data, headers)
