@@ -156,18 +156,10 @@ def torch_available() -> bool:
     return True
 
 
-def build_cnn(folder: Path, *, epochs: int = 15) -> DemoModel:
-    """A small CNN (Conv-BN-ReLU-Pool, Conv-ReLU-Pool, Linear) trained for a few epochs on the
-    digits as 1x8x8 images, exported with the TorchScript exporter (``dynamo=False``: no extra
-    dependencies) with a dynamic batch (input ``image`` [N, 1, 8, 8], output ``logits``)."""
-    try:
-        import torch
-    except Exception as exc:
-        raise DemoUnavailable("the demo CNN needs PyTorch: pip install 'inferlab[torch]'") from exc
-    x_train, y_train, x_test, y_test = digits_split()
-    torch.manual_seed(0)
-    images = torch.from_numpy(x_train.reshape(-1, 1, 8, 8))
-    labels = torch.from_numpy(y_train)
+def digits_cnn() -> Any:
+    """The demo's CNN architecture, untrained: Conv-BN-ReLU-Pool, Conv-ReLU-Pool, Linear over
+    1x8x8 digit images (tests train and export the same network)."""
+    import torch
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -182,7 +174,44 @@ def build_cnn(folder: Path, *, epochs: int = 15) -> DemoModel:
             t = torch.nn.functional.max_pool2d(torch.relu(self.conv2(t)), 2)
             return self.fc(torch.flatten(t, 1))
 
-    net = Net()
+    return Net()
+
+
+def export_digits_cnn(net: Any, path: Path) -> Path:
+    """TorchScript export (``dynamo=False``: no extra dependencies) with a dynamic batch: input
+    ``image`` [N, 1, 8, 8], output ``logits``."""
+    import torch
+
+    net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.zeros(2, 1, 8, 8),),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return path
+
+
+def build_cnn(folder: Path, *, epochs: int = 15) -> DemoModel:
+    """A small CNN (Conv-BN-ReLU-Pool, Conv-ReLU-Pool, Linear) trained for a few epochs on the
+    digits as 1x8x8 images, exported with the TorchScript exporter (``dynamo=False``: no extra
+    dependencies) with a dynamic batch (input ``image`` [N, 1, 8, 8], output ``logits``)."""
+    try:
+        import torch
+    except Exception as exc:
+        raise DemoUnavailable("the demo CNN needs PyTorch: pip install 'inferlab[torch]'") from exc
+    x_train, y_train, x_test, y_test = digits_split()
+    torch.manual_seed(0)
+    images = torch.from_numpy(x_train.reshape(-1, 1, 8, 8))
+    labels = torch.from_numpy(y_train)
+
+    net = digits_cnn()
     optim = torch.optim.Adam(net.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(0)
     for _ in range(epochs):
@@ -199,18 +228,7 @@ def build_cnn(folder: Path, *, epochs: int = 15) -> DemoModel:
     accuracy = float((predicted == y_test).mean())
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / f"{CNN_NAME}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.zeros(2, 1, 8, 8),),
-            str(model_path),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_digits_cnn(net, model_path)
     groups = stroke_groups(x_test, _ink_threshold(x_train))
     dataset = write_dataset(folder / f"{CNN_NAME}-test.npz", "image", x_test.reshape(-1, 1, 8, 8), y_test, groups)
     return DemoModel(

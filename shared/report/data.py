@@ -104,6 +104,20 @@ class ModelReport(msgspec.Struct, kw_only=True):
 # --- pure reductions ------------------------------------------------------------------------
 
 
+def format_number(v: Any, digits: int = 4) -> str:
+    """A figure as both renderers print it: integers with separators, floats to ``digits``
+    significant digits (large ones whole), booleans as yes/no, None as nothing."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
 def lightest_config(keys: list[str]) -> str | None:
     """The configuration key with the smallest batch x concurrency, then fewest threads:
     the one every variant is most likely to share (``PROVIDER|b1|t1|c1``)."""

@@ -8,7 +8,15 @@ from typing import Any
 
 from shared.contracts.validation import CriterionResult
 from shared.report import svg
-from shared.report.data import ModelReport, VariantReport, check, mcnemar, noise_curve, parity_rows
+from shared.report.data import (
+    ModelReport,
+    VariantReport,
+    check,
+    format_number,
+    mcnemar,
+    noise_curve,
+    parity_rows,
+)
 from shared.report.svg import esc, integer_ticks
 
 CSS = """
@@ -45,15 +53,7 @@ SECTIONS = (
 
 
 def _num(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}"
-    return esc(v)
+    return esc(format_number(v, digits))
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:

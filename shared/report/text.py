@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.report.data import ModelReport, check, mcnemar, noise_curve, parity_rows
+from shared.report.data import ModelReport, check, format_number, mcnemar, noise_curve, parity_rows
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -32,16 +32,7 @@ def sparkline(values: list[float], *, lo: float | None = None, hi: float | None 
     return "".join(out)
 
 
-def _n(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}"
-    return str(v)
+_n = format_number
 
 
 class _Section:

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from shared.demo import digits_cnn, export_digits_cnn
 from tests.support.models import _digits
 
 OPSETS = {"": 17, "ai.onnx.ml": 3}
@@ -94,20 +95,7 @@ def torch_cnn(path: Path, *, epochs: int = 20) -> Path:
     images = torch.from_numpy(x[:1200].reshape(-1, 1, 8, 8))
     labels = torch.from_numpy(y[:1200])
 
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
-            self.bn = torch.nn.BatchNorm2d(8)
-            self.conv2 = torch.nn.Conv2d(8, 16, 3, padding=1)
-            self.fc = torch.nn.Linear(16 * 2 * 2, 10)
-
-        def forward(self, t: torch.Tensor) -> torch.Tensor:
-            t = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv1(t))), 2)
-            t = torch.nn.functional.max_pool2d(torch.relu(self.conv2(t)), 2)
-            return self.fc(torch.flatten(t, 1))
-
-    net = Net()
+    net = digits_cnn()
     optim = torch.optim.Adam(net.parameters(), lr=0.01)
     for _ in range(epochs):
         for i in range(0, len(images), 128):
@@ -115,20 +103,7 @@ def torch_cnn(path: Path, *, epochs: int = 20) -> Path:
             loss = torch.nn.functional.cross_entropy(net(images[i : i + 128]), labels[i : i + 128])
             loss.backward()
             optim.step()
-    net.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.zeros(2, 1, 8, 8),),
-            str(path),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return path
+    return export_digits_cnn(net, path)
 
 
 def two_input_graph(path: Path) -> Path:
