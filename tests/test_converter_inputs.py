@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.converter.inputs import InputError, dataset_inputs, sample_shape, synthetic_inputs
+from services.converter.inputs import InputError, dataset_inputs, synthetic_inputs
 from shared.contracts.registry import TensorSpec
 from shared.datasets import Dataset
 
@@ -34,9 +34,9 @@ def test_fixed_leading_dimension_and_requested_shapes() -> None:
     data = synthetic_inputs([image], samples=4, shapes={"image": [1, 3, 8, 8]})
     assert [b["image"].shape for b in data.batches] == [(1, 3, 8, 8)] * 4
     with pytest.raises(InputError, match="contradicts its fixed dimensions"):
-        sample_shape(image, batch=1, shapes={"image": [2, 3, 8, 8]})
+        synthetic_inputs([image], samples=1, shapes={"image": [2, 3, 8, 8]})
     with pytest.raises(InputError, match="has 2 dimensions"):
-        sample_shape(image, batch=1, shapes={"image": [1, 3]})
+        synthetic_inputs([image], samples=1, shapes={"image": [1, 3]})
 
 
 def test_unsupported_inputs_give_precise_reasons() -> None:
@@ -45,8 +45,10 @@ def test_unsupported_inputs_give_precise_reasons() -> None:
     assert err.value.reason == "unsupported_model"
     with pytest.raises(InputError, match="declares no shape"):
         synthetic_inputs([TensorSpec(name="x", dtype="float32", shape=None)], samples=4)
+    text = synthetic_inputs([TensorSpec(name="t", dtype="str", shape=["batch"])], samples=4)
+    assert text.batches[0]["t"].dtype == object  # string inputs get a fixed token
     with pytest.raises(InputError, match="synthetic data cannot stand in"):
-        synthetic_inputs([TensorSpec(name="t", dtype="str", shape=["batch"])], samples=4)
+        synthetic_inputs([TensorSpec(name="c", dtype="complex64", shape=["batch"])], samples=4)
 
 
 def test_dataset_inputs_cast_batch_and_label() -> None:

@@ -56,6 +56,44 @@ class TensorSpec(msgspec.Struct, kw_only=True):
         return not self.dtype.startswith(("seq(", "map(", "opt("))
 
 
+class InputSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """How one input is fed, as the user says it (``inferlab register --shape/--shapes/--range``).
+
+    ``shape`` fixes every dimension; ``min_shape``/``opt_shape``/``max_shape`` give a range as
+    trtexec's ``--minShapes/--optShapes/--maxShapes`` do (inputs are synthesised at
+    ``opt_shape``; a leading dimension that differs between min and max is the batch).
+    ``low``/``high`` bound the values of an integer input, both inclusive (token ids:
+    ``low=0, high=vocab-1``); for a float input they bound uniform synthetic values."""
+
+    name: str
+    shape: list[int] | None = None
+    min_shape: list[int] | None = None
+    opt_shape: list[int] | None = None
+    max_shape: list[int] | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+class ResolvedInput(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One input as the platform feeds it, found once at registration (shared/inputs.py):
+    ``shape`` ran in ONNX Runtime with ``batch_axis`` (when the model has a real batch) set
+    to 1. Synthetic values lie in [``low``, ``high``] (inclusive for integers). ``source``:
+    ``spec``, ``sample``, ``dataset`` or ``search`` (sizes tried until one ran)."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    batch_axis: int | None = None
+    low: float | None = None
+    high: float | None = None
+    source: str = "search"
+
+
+# ``ModelRecord.input_status`` values.
+INPUTS_RESOLVED = "resolved"
+INPUTS_NEED_SPEC = "needs_input_spec"
+
+
 class RegisterModel(Command, kw_only=True, tag="model.register"):
     """``model.register``: register a model version from any pipeline.
 
@@ -76,6 +114,10 @@ class RegisterModel(Command, kw_only=True, tag="model.register"):
     tags: dict[str, str] = {}
     sha256: str | None = None
     format: str = FORMAT_ONNX
+    # How the model is fed (optional): per-input shapes and value ranges, and an .npz of
+    # inputs only (no labels) uploaded like a dataset. A dataset's inputs serve as well.
+    input_specs: list[InputSpec] = []
+    sample_uri: str | None = None
 
 
 class ModelRecord(msgspec.Struct, kw_only=True):
@@ -104,6 +146,14 @@ class ModelRecord(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] = {}
     dataset_uri: str | None = None
     parent: str | None = None
+    input_specs: list[InputSpec] = []
+    sample_uri: str | None = None
+    # The inputs that ran at registration (shared/inputs.py), used by every later step;
+    # ``input_status`` is ``resolved``, ``needs_input_spec`` (``input_message`` says which
+    # input and dimension, and the fix) or "" (not resolved: engines, older records).
+    resolved_inputs: list[ResolvedInput] = []
+    input_status: str = ""
+    input_message: str = ""
     created_at: datetime = msgspec.field(default_factory=utcnow)
     updated_at: datetime = msgspec.field(default_factory=utcnow)
     correlation_id: str = ""
