@@ -385,6 +385,8 @@ def resolve(
                 given_feeds[f.name] = array
             sources[f.name] = source
             for axis, d in enumerate(f.dims):
+                if source == "dataset" and axis == 0:
+                    continue  # a dataset's leading axis counts samples, whatever the model's batch
                 if isinstance(d, int):
                     if d != array.shape[axis]:
                         raise InputError(
@@ -484,7 +486,7 @@ def _needs_spec_message(
     hint = " ".join(options) or "--sample inputs.npz"
     return (
         f"{what} (last error: {error}); tell inferlab how the model is fed: "
-        f"inferlab register NAME VERSION MODEL.onnx {hint} (or --sample inputs.npz)"
+        f"inferlab register MODEL.onnx --name NAME --version VERSION {hint} (or --sample inputs.npz)"
     )
 
 
@@ -762,3 +764,42 @@ def dataset_inputs(
     labels = None if dataset.labels is None else np.asarray(dataset.labels[:used])
     first = {k: list(v.shape) for k, v in batches[0].items()}
     return InputSet(source, batches, labels, 0, f"first {used} samples of the {source} data", first)
+
+
+# --- at registration ------------------------------------------------------------------------------
+
+
+def resolve_model(
+    path: Path,
+    *,
+    specs: list[InputSpec],
+    sample_path: Path | None = None,
+    dataset_path: Path | None = None,
+    parent: list[ResolvedInput] | None = None,
+) -> Resolution:
+    """What the registry records: the user's specs, the sample, the dataset's inputs, else the
+    parent's resolved inputs (a variant is fed as its source was), else the search. Raises
+    ``InputError`` for specs or a sample that contradict the model; ``InvalidDataset`` for a
+    sample that is not an input ``.npz``."""
+    from shared.datasets import RESERVED, load_npz
+
+    sample = None
+    if sample_path is not None:
+        sample = load_npz(sample_path)
+        extra = sorted(set(sample) & RESERVED)
+        if extra:
+            raise InputError("invalid_sample", f"a sample holds inputs only, no {extra}: register a dataset for those")
+    data = None
+    if dataset_path is not None:
+        arrays = load_npz(dataset_path)
+        data = {k: v for k, v in arrays.items() if k not in RESERVED}
+    given = {s.name for s in specs}
+    if parent:
+        specs = [*specs] + [
+            InputSpec(name=r.name, shape=list(r.shape), low=r.low, high=r.high) for r in parent if r.name not in given
+        ]
+        try:
+            return resolve(path, specs=specs, sample=sample, dataset_inputs=data)
+        except InputError:
+            specs = [s for s in specs if s.name in given]  # the variant's inputs differ: search afresh
+    return resolve(path, specs=specs, sample=sample, dataset_inputs=data)

@@ -38,6 +38,7 @@ from shared.contracts.registry import (
     FindModels,
     FoundModels,
     GetModel,
+    InputSpec,
     ListModels,
     ModelList,
     ModelRecord,
@@ -197,10 +198,13 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         wait: bool = True,
         timeout: float = 300.0,
         progress: Progress | None = None,
+        input_specs: list[InputSpec] | None = None,
+        sample: str | Path | None = None,
     ) -> ModelRecord | str:
         """Register a model. ``source`` is a local file (uploaded first) or a URI. With
         ``wait`` returns the registered record (also when it already existed with the same
-        bytes) or raises ``Rejected`` with the reason; without, returns the command's id."""
+        bytes) or raises ``Rejected`` with the reason; without, returns the command's id.
+        ``input_specs`` and ``sample`` (an .npz of inputs only) say how the model is fed."""
         sha256 = None
         if isinstance(source, Path) or not _is_uri(str(source)):
             stored = await self.upload(source, progress=progress)
@@ -213,6 +217,12 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
                 dataset_uri = (await self.upload(dataset, prefix="datasets")).uri
             else:
                 dataset_uri = str(dataset)
+        sample_uri = None
+        if sample is not None:
+            if isinstance(sample, Path) or not _is_uri(str(sample)):
+                sample_uri = (await self.upload(sample, prefix="datasets")).uri
+            else:
+                sample_uri = str(sample)
         command = RegisterModel(
             event_id=new_id(),
             name=name,
@@ -225,6 +235,8 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
             parent=parent,
             tags=tags or {},
             sha256=sha256,
+            input_specs=list(input_specs or []),
+            sample_uri=sample_uri,
         )
         if not wait:
             await self.bus.publish(subjects.REGISTER, command)

@@ -8,54 +8,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from shared.contracts.registry import INPUTS_NEED_SPEC, INPUTS_RESOLVED, InputSpec
 from shared.inputs import InputError, feeds, resolve, shape_at, synthetic_inputs
+from tests.support.input_models import bert, detector, vad
 
 SITE = Path(onnx.__file__).parent.parent
 
 
-def _save(tmp_path: Path, name: str, nodes, inputs, outputs, inits=()) -> Path:
-    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=list(inits))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = tmp_path / f"{name}.onnx"
-    onnx.save(model, str(path))
-    return path
-
-
-def _vad(tmp_path: Path, pad: int = 64) -> Path:
-    """A VAD-like graph: samples padded 'reflect' (needs more samples than the pad), a
-    recurrent state [2, batch, 128] and a scalar sample rate."""
-    pads = numpy_helper.from_array(np.array([0, pad, 0, pad], np.int64), "pads")
-    nodes = [
-        helper.make_node("Pad", ["input", "pads"], ["padded"], mode="reflect"),
-        helper.make_node("ReduceMean", ["padded"], ["level"], keepdims=1),
-        helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["level", "srf"], ["out"]),
-        helper.make_node("Identity", ["state"], ["state_out"]),
-    ]
-    return _save(
-        tmp_path,
-        "vad",
-        nodes,
-        [
-            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "samples"]),
-            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
-            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
-        ],
-        [
-            helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1]),
-            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, "batch", 128]),
-        ],
-        [pads],
-    )
-
-
 def test_vad_state_is_not_a_batch_and_samples_are_searched(tmp_path: Path) -> None:
-    res = resolve(_vad(tmp_path))
+    res = resolve(vad(tmp_path))
     assert res.status == INPUTS_RESOLVED, res.message
     got = {r.name: r for r in res.inputs}
     assert got["input"].shape[0] == 1 and got["input"].shape[1] > 64  # reflect pad 64 needs > 64 samples
@@ -67,84 +29,33 @@ def test_vad_state_is_not_a_batch_and_samples_are_searched(tmp_path: Path) -> No
 
 
 def test_nothing_runs_gives_needs_input_spec_naming_input_and_dimension(tmp_path: Path) -> None:
-    res = resolve(_vad(tmp_path, pad=5000))
+    res = resolve(vad(tmp_path, pad=5000))
     assert res.status == INPUTS_NEED_SPEC
     assert "input 'input' dimension 1 ('samples')" in res.message
     assert "Pad reflect" in res.message  # ONNX Runtime's own words
-    assert "inferlab register NAME VERSION MODEL.onnx --shape input:Nx" in res.message
+    assert "inferlab register MODEL.onnx --name NAME --version VERSION --shape input:NxN" in res.message
     # the user's spec fixes it
     spec = InputSpec(name="input", shape=[1, 16000])
-    fixed = resolve(_vad(tmp_path, pad=5000), specs=[spec])
+    fixed = resolve(vad(tmp_path, pad=5000), specs=[spec])
     assert fixed.status == INPUTS_RESOLVED
     assert {r.name: r.shape for r in fixed.inputs}["input"] == [1, 16000]
     assert {r.name: r.source for r in fixed.inputs}["input"] == "spec"
 
 
-def _detector(tmp_path: Path) -> Path:
-    """Feature maps downsampled by 32 and upsampled back, added to the input: runs only
-    for sizes divisible by 32 (as FPN detectors do)."""
-    scales = numpy_helper.from_array(np.array([1, 1, 32, 32], np.float32), "scales")
-    nodes = [
-        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[32, 32], strides=[32, 32]),
-        helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
-        helper.make_node("Add", ["x", "u"], ["y"]),
-    ]
-    return _save(
-        tmp_path,
-        "det",
-        nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [scales],
-    )
-
-
 def test_detector_gets_image_sizes_divisible_by_32_and_a_batch(tmp_path: Path) -> None:
-    res = resolve(_detector(tmp_path))
+    res = resolve(detector(tmp_path))
     assert res.status == INPUTS_RESOLVED, res.message
     (x,) = res.inputs
     assert x.shape[:2] == [1, 3] and x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0 and x.shape[2] >= 224
     assert x.batch_axis == 0
     assert shape_at(x, 4) == [4, 3, x.shape[2], x.shape[3]]
     # a size the user names must still run: 100 is not divisible by 32
-    bad = resolve(_detector(tmp_path), specs=[InputSpec(name="x", shape=[1, 3, 100, 100])])
+    bad = resolve(detector(tmp_path), specs=[InputSpec(name="x", shape=[1, 3, 100, 100])])
     assert bad.status == INPUTS_NEED_SPEC
 
 
-def _bert(tmp_path: Path) -> Path:
-    """Token ids into a 100-row table; token_type_ids (through Cast and Unsqueeze/Squeeze)
-    into a 2-row table; an attention mask."""
-    words = numpy_helper.from_array(np.zeros((100, 8), np.float32), "words")
-    types = numpy_helper.from_array(np.zeros((2, 8), np.float32), "types")
-    axes = numpy_helper.from_array(np.array([2], np.int64), "axes")
-    nodes = [
-        helper.make_node("Gather", ["words", "input_ids"], ["w"]),
-        helper.make_node("Cast", ["token_type_ids"], ["tt32"], to=TensorProto.INT32),
-        helper.make_node("Unsqueeze", ["tt32", "axes"], ["tt3"]),
-        helper.make_node("Squeeze", ["tt3", "axes"], ["tt2"]),
-        helper.make_node("Gather", ["types", "tt2"], ["t"]),
-        helper.make_node("Add", ["w", "t"], ["e"]),
-        helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mf", "axes"], ["m3"]),
-        helper.make_node("Mul", ["e", "m3"], ["y"]),
-    ]
-    ids = ["batch", "sequence"]
-    return _save(
-        tmp_path,
-        "bert",
-        nodes,
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ids),
-            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ids),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ids),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", 8])],
-        [words, types, axes],
-    )
-
-
 def test_ids_stay_inside_the_tables_they_index_and_shared_symbols_agree(tmp_path: Path) -> None:
-    res = resolve(_bert(tmp_path))
+    res = resolve(bert(tmp_path))
     assert res.status == INPUTS_RESOLVED, res.message
     got = {r.name: r for r in res.inputs}
     assert (got["input_ids"].low, got["input_ids"].high) == (0, 99)
@@ -155,7 +66,7 @@ def test_ids_stay_inside_the_tables_they_index_and_shared_symbols_agree(tmp_path
     x = feeds(res.inputs, batch=64, seed=0)
     assert x["input_ids"].max() <= 99 and x["token_type_ids"].max() <= 1 and x["input_ids"].shape[0] == 64
     # a range the user gives wins
-    ranged = resolve(_bert(tmp_path), specs=[InputSpec(name="input_ids", low=5, high=7)])
+    ranged = resolve(bert(tmp_path), specs=[InputSpec(name="input_ids", low=5, high=7)])
     assert {r.name: (r.low, r.high) for r in ranged.inputs}["input_ids"] == (5, 7)
 
 
@@ -165,28 +76,28 @@ def test_sample_and_dataset_give_shapes_and_ranges(tmp_path: Path) -> None:
         "token_type_ids": np.zeros((1, 5), np.int64),
         "attention_mask": np.ones((1, 5), np.int64),
     }
-    res = resolve(_bert(tmp_path), sample=sample)
+    res = resolve(bert(tmp_path), sample=sample)
     got = {r.name: r for r in res.inputs}
     assert got["input_ids"].shape == [1, 5] and got["input_ids"].source == "sample"
     assert (got["input_ids"].low, got["input_ids"].high) == (3, 50)
-    data = resolve(_bert(tmp_path), dataset_inputs={k: np.repeat(v, 10, axis=0) for k, v in sample.items()})
+    data = resolve(bert(tmp_path), dataset_inputs={k: np.repeat(v, 10, axis=0) for k, v in sample.items()})
     assert {r.name: r.shape for r in data.inputs}["input_ids"] == [1, 5]  # batch 1, length from the data
     with pytest.raises(InputError, match="has shape"):
-        resolve(_detector(tmp_path), sample={"x": np.zeros((1, 4, 64, 64), np.float32)})
+        resolve(detector(tmp_path), sample={"x": np.zeros((1, 4, 64, 64), np.float32)})
 
 
 def test_specs_that_contradict_the_model_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="fixed to 3"):
-        resolve(_detector(tmp_path), specs=[InputSpec(name="x", shape=[1, 4, 64, 64])])
+        resolve(detector(tmp_path), specs=[InputSpec(name="x", shape=[1, 4, 64, 64])])
     with pytest.raises(InputError, match="has 2 dimensions"):
-        resolve(_detector(tmp_path), specs=[InputSpec(name="x", shape=[1, 3])])
+        resolve(detector(tmp_path), specs=[InputSpec(name="x", shape=[1, 3])])
     with pytest.raises(InputError, match="not inputs of the model"):
-        resolve(_detector(tmp_path), specs=[InputSpec(name="nope", shape=[1])])
+        resolve(detector(tmp_path), specs=[InputSpec(name="nope", shape=[1])])
 
 
 def test_range_spec_declares_the_batch(tmp_path: Path) -> None:
     spec = InputSpec(name="x", min_shape=[1, 3, 32, 32], opt_shape=[4, 3, 64, 64], max_shape=[8, 3, 640, 640])
-    res = resolve(_detector(tmp_path), specs=[spec])
+    res = resolve(detector(tmp_path), specs=[spec])
     (x,) = res.inputs
     assert x.shape == [1, 3, 64, 64] and x.batch_axis == 0 and x.source == "spec"
 
@@ -194,7 +105,7 @@ def test_range_spec_declares_the_batch(tmp_path: Path) -> None:
 def test_converter_input_sets_follow_the_resolution(tmp_path: Path) -> None:
     from shared.contracts.registry import TensorSpec
 
-    res = resolve(_vad(tmp_path))
+    res = resolve(vad(tmp_path))
     specs = [
         TensorSpec(name="input", dtype="float32", shape=["batch", "samples"]),
         TensorSpec(name="state", dtype="float32", shape=[2, "batch", 128]),

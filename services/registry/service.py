@@ -31,6 +31,7 @@ from shared.contracts.identity import (
 from shared.contracts.registry import (
     FORMAT_TENSORRT,
     FORMATS,
+    INPUTS_NEED_SPEC,
     AliasChange,
     AliasRemoved,
     AliasSet,
@@ -67,6 +68,7 @@ from shared.errors import (
     UnknownModel,
 )
 from shared.fetch import fetch_to_file, policy_from_settings
+from shared.inputs import InputError, Resolution, resolve_model
 from shared.log import get_logger
 from shared.worker import Delivery, Route, Worker
 
@@ -244,6 +246,8 @@ class RegistryService:
                 if cmd.dataset_uri
                 else None
             )
+            sample_uri = await self._store_sample(cmd.sample_uri, workdir, fetched.sha256) if cmd.sample_uri else None
+            resolution = await self._resolve_inputs(cmd, facts.path, workdir, parent_record, fetched.sha256)
             stored = await self.artifacts.put_file(facts.path, content_name(stored_sha), sha256=stored_sha)
 
             record = ModelRecord(
@@ -269,6 +273,11 @@ class RegistryService:
                 metadata={**({"onnx_metadata": facts.metadata_props} if facts.metadata_props else {}), **cmd.metadata},
                 dataset_uri=dataset_uri,
                 parent=parent,
+                input_specs=list(cmd.input_specs),
+                sample_uri=sample_uri,
+                resolved_inputs=resolution.inputs,
+                input_status=resolution.status,
+                input_message=resolution.message,
                 correlation_id=cmd.correlation_id,
                 registered_event_id=new_id(),
             )
@@ -359,6 +368,58 @@ class RegistryService:
             fetched.path, content_name(fetched.sha256, "datasets"), sha256=fetched.sha256
         )
         return stored.uri
+
+    async def _store_sample(self, uri: str, workdir: Path, model_sha: str) -> str:
+        """An .npz of inputs only (no labels), stored like a dataset."""
+        try:
+            fetched = await fetch_to_file(
+                self.bus, uri, workdir / "sample.npz", max_bytes=self.settings.max_dataset_bytes, policy=self.policy
+            )
+        except ArtifactError as exc:
+            raise Rejection(
+                RejectionReason.INVALID_DATASET, f"sample {_public_uri(uri)}: {exc.message}", model_sha
+            ) from None
+        stored = await self.artifacts.put_file(
+            fetched.path, content_name(fetched.sha256, "datasets"), sha256=fetched.sha256
+        )
+        return stored.uri
+
+    async def _resolve_inputs(
+        self, cmd: RegisterModel, path: Path, workdir: Path, parent: ModelRecord | None, model_sha: str
+    ) -> Resolution:
+        """The inputs every later step feeds (shared/inputs.py), resolved once here: the
+        registry has the file open already, and the record it announces carries them, so the
+        converter, benchmarker and validator never disagree. A model nothing runs on is still
+        registered, marked ``needs_input_spec``; a spec or sample that contradicts it is refused."""
+        if cmd.format == FORMAT_TENSORRT:
+            assert parent is not None
+            return Resolution(parent.input_status, list(parent.resolved_inputs), parent.input_message)
+        sample = workdir / "sample.npz"
+        dataset = workdir / "dataset.npz"
+        try:
+            resolution = await asyncio.to_thread(
+                resolve_model,
+                path,
+                specs=list(cmd.input_specs),
+                sample_path=sample if sample.exists() else None,
+                dataset_path=dataset if dataset.exists() else None,
+                parent=list(parent.resolved_inputs) if parent else None,
+            )
+        except InputError as exc:
+            reason = (
+                RejectionReason.INVALID_DATASET
+                if exc.reason in ("invalid_sample", "invalid_dataset")
+                else RejectionReason.INVALID_COMMAND
+            )
+            raise Rejection(reason, exc.message, model_sha) from None
+        except InvalidDataset as exc:
+            raise Rejection(RejectionReason.INVALID_DATASET, f"sample: {exc.message}", model_sha) from None
+        if resolution.status == INPUTS_NEED_SPEC:
+            resolution.message = resolution.message.replace(
+                "--name NAME --version VERSION", f"--name {cmd.name} --version {cmd.version}"
+            )
+            self.log.info("needs_input_spec", ref=f"{cmd.name}@{cmd.version}", message=resolution.message)
+        return resolution
 
     # --- signals from other services ------------------------------------------------------
 

@@ -19,7 +19,7 @@ from shared.cli.output import (
     transfer_progress,
     when,
 )
-from shared.contracts.registry import FindModels, ListModels, ModelRecord, ModelView
+from shared.contracts.registry import INPUTS_NEED_SPEC, FindModels, InputSpec, ListModels, ModelRecord, ModelView
 from shared.errors import InferlabError, Rejected
 from shared.sdk import Client
 
@@ -42,6 +42,52 @@ def parse_pairs(pairs: list[str] | None, what: str, *, typed: bool = False) -> d
     return out
 
 
+def _dims(text: str, where: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.lower().split("x")] if text else []
+    except ValueError:
+        raise InferlabError(f"{where}: {text!r} must be sizes joined by x, e.g. 1x3x224x224") from None
+    if any(d <= 0 for d in dims):
+        raise InferlabError(f"{where}: sizes must be positive, got {text!r}")
+    return dims
+
+
+def parse_input_specs(
+    shapes: list[str] | None, ranges_of_shapes: list[str] | None, value_ranges: list[str] | None
+) -> list[InputSpec]:
+    """``--shape NAME:1x3x224x224``, ``--shapes NAME:MIN,OPT,MAX`` (trtexec's min/opt/max) and
+    ``--range NAME:LOW:HIGH`` (inclusive) into input specs. The name is everything before the
+    last ':' of a shape, so names such as ``input:0`` work."""
+    specs: dict[str, InputSpec] = {}
+
+    def spec(name: str, where: str) -> InputSpec:
+        if not name:
+            raise InferlabError(f"{where} must start with an input name, e.g. x:1x3x224x224")
+        return specs.setdefault(name, InputSpec(name=name))
+
+    for text in shapes or []:
+        name, _, dims = text.rpartition(":")
+        spec(name, f"--shape {text}").shape = _dims(dims, f"--shape {text}")
+    for text in ranges_of_shapes or []:
+        name, _, dims = text.rpartition(":")
+        parts = dims.split(",")
+        if len(parts) != 3:
+            raise InferlabError(f"--shapes {text}: give MIN,OPT,MAX shapes, e.g. x:1x3x32x32,1x3x224x224,8x3x640x640")
+        s = spec(name, f"--shapes {text}")
+        s.min_shape, s.opt_shape, s.max_shape = (_dims(p, f"--shapes {text}") for p in parts)
+    for text in value_ranges or []:
+        parts = text.rsplit(":", 2)
+        try:
+            low, high = float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise InferlabError(f"--range {text}: give NAME:LOW:HIGH, e.g. input_ids:0:30521") from None
+        if low > high:
+            raise InferlabError(f"--range {text}: LOW is above HIGH")
+        s = spec(parts[0], f"--range {text}")
+        s.low, s.high = (int(low), int(high)) if low.is_integer() and high.is_integer() else (low, high)
+    return list(specs.values())
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("register", help="upload and register a model version")
     p.add_argument("path", help="ONNX file, or a nats-obj:// file:// https:// URI")
@@ -53,6 +99,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="labelled .npz dataset (path or URI)")
     p.add_argument("--parent", help="parent model reference, for derived models")
     p.add_argument("--variant", default="base")
+    p.add_argument(
+        "--shape", action="append", metavar="NAME:DIMS", help="fixed input shape, e.g. x:1x3x224x224 (repeatable)"
+    )
+    p.add_argument(
+        "--shapes",
+        action="append",
+        metavar="NAME:MIN,OPT,MAX",
+        help="input shape range as trtexec's min/opt/max, e.g. x:1x3x32x32,1x3x224x224,8x3x640x640 (repeatable)",
+    )
+    p.add_argument(
+        "--range", action="append", metavar="NAME:LOW:HIGH", help="value range of an input, e.g. ids:0:30521"
+    )
+    p.add_argument("--sample", help=".npz of model inputs only, no labels (path or URI): how the model is fed")
     p.add_argument("--wait", action="store_true", help="wait for the outcome; exit 1 when rejected")
     p.add_argument("--timeout", type=float, default=300.0)
     add_json_flag(p)
@@ -129,6 +188,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     source: str | Path = args.path if "://" in args.path else Path(args.path)
     if isinstance(source, Path) and not source.is_file():
         raise InferlabError(f"no such file: {source}")
+    input_specs = parse_input_specs(args.shape, args.shapes, args.range)
 
     async def go() -> Any:
         async with await Client.connect(settings_from(args)) as client:
@@ -147,6 +207,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                     wait=args.wait,
                     timeout=args.timeout,
                     progress=adv,
+                    input_specs=input_specs,
+                    sample=args.sample,
                 )
 
     try:
@@ -164,7 +226,23 @@ def cmd_register(args: argparse.Namespace) -> int:
             f"[bold green]registered[/] {result.ref}  sha256 {result.sha256[:16]}…  {human_bytes(result.size_bytes)}",
             highlight=False,
         )
+        if result.input_status == INPUTS_NEED_SPEC:
+            console.print(f"[bold yellow]needs_input_spec[/] {result.input_message}", highlight=False)
+        elif result.resolved_inputs:
+            console.print(f"inputs {format_resolved(result)}", highlight=False)
     return 0
+
+
+def format_resolved(r: ModelRecord) -> str:
+    """``x [N=1, 3, 224, 224] float32 (search)``, one per input, as every step feeds them."""
+    parts = []
+    for i in r.resolved_inputs:
+        dims = [f"N={d}" if axis == i.batch_axis else str(d) for axis, d in enumerate(i.shape)]
+        values = ""
+        if i.low is not None or i.high is not None:
+            values = f" values {i.low:g}..{i.high:g}" if i.low is not None and i.high is not None else ""
+        parts.append(f"{i.name} [{', '.join(dims)}] {i.dtype}{values} ({i.source})")
+    return "; ".join(parts)
 
 
 def _parse_group(text: str) -> ListModels:
@@ -252,6 +330,8 @@ def render_record(view: ModelView) -> None:
         ("aliases", ", ".join(view.aliases)),
         ("parent", r.parent or ""),
         ("dataset", r.dataset_uri or ""),
+        ("sample", r.sample_uri or ""),
+        ("inputs", r.input_message if r.input_status == INPUTS_NEED_SPEC else format_resolved(r)),
         ("artifact", r.artifact_uri),
         ("source", r.source_uri),
         ("registered", when(r.created_at)),
