@@ -276,10 +276,10 @@ def _shape_of(f: InputFacts, values: dict[str, int], batch: str | None) -> list[
 
 
 def _feed(f: InputFacts, shape: list[int], low: float | None, high: float | None, rng: np.random.Generator) -> Any:
-    return _draw(rng, f.dtype, shape, low, high, f.name)
+    return draw(rng, f.dtype, shape, low, high, f.name)
 
 
-def _draw(
+def draw(
     rng: np.random.Generator, dtype: str, shape: list[int], low: float | None, high: float | None, name: str
 ) -> np.ndarray:
     target = _np(dtype)
@@ -518,7 +518,7 @@ def feeds(
     out = {}
     for r in resolved:
         dtype = (dtypes or {}).get(r.name, r.dtype)
-        out[r.name] = _draw(rng, dtype, shape_at(r, batch), r.low, r.high, r.name)
+        out[r.name] = draw(rng, dtype, shape_at(r, batch), r.low, r.high, r.name)
     return out
 
 
@@ -682,7 +682,7 @@ def synthetic_inputs(
         batch = {}
         for t in table:
             dtype = "str" if dtypes[t.name] == np.dtype(object) else str(dtypes[t.name])
-            batch[t.name] = _draw(rng, dtype, shape_at(t, rows), t.low, t.high, t.name)
+            batch[t.name] = draw(rng, dtype, shape_at(t, rows), t.low, t.high, t.name)
         batches.append(batch)
     first = {k: list(v.shape) for k, v in batches[0].items()}
     note = (

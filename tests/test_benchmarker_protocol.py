@@ -195,3 +195,34 @@ def test_trend_report_finds_slope_and_change_point() -> None:
     assert flat.direction == "flat" and flat.change_points == [] and flat.values[0] == 1.5
     with pytest.raises(InvalidConfig):
         analysis.trend_report("m", "nope", rows)
+
+
+def test_resolved_inputs_decide_the_batch_and_the_feeds(tmp_path: Path) -> None:
+    """A state input [2, batch, 128] is not a batch of 2: a VAD-like model is measured one
+    resolved call at a time, on the shapes and values that ran at registration."""
+    from shared.inputs import resolve
+    from tests.support.input_models import bert, vad
+
+    path = vad(tmp_path)
+    resolved = resolve(path).inputs
+    specs = [
+        TensorSpec(name="input", dtype="float32", shape=["batch", "samples"]),
+        TensorSpec(name="state", dtype="float32", shape=[2, "batch", 128]),
+        TensorSpec(name="sr", dtype="int64", shape=[]),
+    ]
+    planned, skipped, notes = analysis.plan(
+        BenchmarkConfig(batch_sizes=[1, 8]), specs, (CPU,), engine=False, resolved=resolved
+    )
+    assert [p.batch_size for p in planned] == [1] and [s.batch_size for s in skipped] == [8]
+    assert "no batch dimension" in notes[0] and "fixes its batch dimension to 2" not in notes[0]
+    m = measure(_spec(path, resolved=resolved, max_duration_s=0.3, min_duration_s=0.1))
+    assert m.input_shapes["state"] == [2, 1, 128] and m.input_shapes["sr"] == []
+    assert m.input_shapes["input"] == next(r.shape for r in resolved if r.name == "input")
+
+    ids = resolve(bert(tmp_path)).inputs
+    runner = OrtRunner(bert(tmp_path), CPU, 1)
+    runner.load()
+    feeds, source = prepare_inputs(runner.input_specs(), 8, {}, 0, resolved=ids)
+    assert source == "synthetic" and feeds["input_ids"].shape[0] == 8
+    assert feeds["token_type_ids"].max() <= 1 and feeds["input_ids"].max() <= 99
+    runner.close()

@@ -359,3 +359,50 @@ async def test_a_registered_fact_with_an_unfetchable_artifact_fails_precisely(
         assert sorted(f.message.version for f in failures) == ["2.0.0", "2.0.1"]
         assert {f.message.reason for f in failures} == {"artifact_error"}
         assert await stored(client, "deadletter.converter") == []
+
+
+@pytest.mark.slow
+async def test_an_import_of_third_party_shaped_models_raises_no_alert_for_input_outcomes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A VAD with state and sample rate, a /32 detector, a BERT-like graph and a model no
+    searched size runs: the first three convert on the inputs resolved at registration; the
+    fourth gets ``needs_input_spec`` outcomes that name the fix. Neither kind is an alert."""
+    from tests.support import input_models as im
+
+    (tmp_path / "stuck").mkdir()
+    settings = _fast(settings, converter_profiles=("ort-opt", "int8-dynamic"))
+    async with (
+        running(settings, RegistryService),
+        running(settings, ConverterService),
+        await Client.connect(settings) as client,
+    ):
+        for name, path in (
+            ("vad", im.vad(tmp_path)),
+            ("det", im.detector(tmp_path)),
+            ("bert", im.bert(tmp_path)),
+            ("stuck", im.vad(tmp_path / "stuck", pad=5000)),
+        ):
+            await client.register(path, name=name, version="1.0.0")
+        outcomes: dict[str, list] = {}
+        loop = asyncio.get_running_loop()
+        for name in ("vad", "det", "bert", "stuck"):
+            deadline = loop.time() + 60
+            while True:
+                events = [
+                    e
+                    for kind in ("converted", "conversion_skipped", "conversion_failed")
+                    for e in await stored(client, f"model.{kind}.{name}", idle=0.2)
+                ]
+                if len(events) >= 2 or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            outcomes[name] = events
+        stuck = [e.message for e in outcomes["stuck"]]
+        assert {m.reason for m in stuck} == {"needs_input_spec"} and len(stuck) == 2
+        assert "--shape input:NxN" in stuck[0].message
+        for name in ("vad", "det", "bert"):
+            failed = [e.message for e in outcomes[name] if isinstance(e.message, ConversionFailed)]
+            assert not failed, [(m.profile, m.message) for m in failed]
+            assert any(isinstance(e.message, ModelConverted) for e in outcomes[name]), name
+        assert not await stored(client, "alerts.conversion.>")

@@ -29,7 +29,8 @@ from shared.contracts.benchmark import (
     SkippedConfig,
     TrendReport,
 )
-from shared.contracts.registry import TensorSpec
+from shared.contracts.registry import ResolvedInput, TensorSpec
+from shared.inputs import fixed_batch
 
 MIN_SAMPLES = 30  # fewer measured inferences than this decide nothing
 MAX_CONFIGS = 64
@@ -102,8 +103,29 @@ def _leading_fixed_batch(inputs: list[TensorSpec]) -> int | None:
     return fixed.pop() if len(fixed) == 1 else None
 
 
+def _batch_from_resolution(inputs: list[TensorSpec], resolved: list[ResolvedInput]) -> tuple[int | None, str]:
+    """(fixed batch, why) from the inputs resolved at registration: a model with a real batch
+    axis sweeps batch sizes; one without (a fixed leading size, or a state ``[2, batch, 128]``
+    whose batch does not lead every input) is measured one resolved call at a time."""
+    if not resolved or not fixed_batch(resolved):
+        return None, ""
+    fixed = _leading_fixed_batch(inputs)
+    leads = {s.shape[0] if s.shape else None for s in inputs if s.is_tensor and s.shape}
+    if fixed is not None and leads == {fixed}:
+        return fixed, f"the model fixes its batch dimension to {fixed}"
+    return 1, (
+        "the model has no batch dimension (no dimension leads every input); one call feeds the inputs "
+        "resolved at registration"
+    )
+
+
 def plan(
-    config: BenchmarkConfig, inputs: list[TensorSpec], available: tuple[str, ...], *, engine: bool
+    config: BenchmarkConfig,
+    inputs: list[TensorSpec],
+    available: tuple[str, ...],
+    *,
+    engine: bool,
+    resolved: list[ResolvedInput] | None = None,
 ) -> tuple[list[PlannedConfig], list[SkippedConfig], list[str]]:
     """The configurations to measure, those skipped (with why), and notes.
 
@@ -119,6 +141,9 @@ def plan(
     threads = list(dict.fromkeys(config.intra_op_threads))
     concurrency = list(dict.fromkeys(config.concurrency))
     fixed = _leading_fixed_batch(inputs)
+    why = f"the model fixes its batch dimension to {fixed}"
+    if resolved and not config.shapes:
+        fixed, why = _batch_from_resolution(inputs, resolved)
     if fixed is not None and batches != [fixed]:
         for b in batches:
             if b != fixed:
@@ -129,11 +154,11 @@ def plan(
                         intra_op_threads=threads[0],
                         concurrency=concurrency[0],
                         reason="fixed_batch",
-                        message=f"the model fixes its batch dimension to {fixed}",
+                        message=why,
                     )
                 )
         batches = [fixed]
-        notes.append(f"the model fixes its batch dimension to {fixed}; measured at batch size {fixed}")
+        notes.append(f"{why}; measured at batch size {fixed}")
     if engine:
         providers = [(TENSORRT_ENGINE, TENSORRT_ENGINE)]
         if any(p != TENSORRT_ENGINE for p in config.providers):

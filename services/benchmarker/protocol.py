@@ -51,6 +51,7 @@ from services.benchmarker.runners import (
     TensorRTEngineRunner,
 )
 from services.benchmarker.stats import is_stable
+from shared.inputs import draw, shape_at
 
 MIN_WINDOW_SAMPLES = 10
 MIN_WARMUP_RUNS = 3
@@ -75,6 +76,8 @@ class MeasureSpec:
     shapes: dict[str, list[int]] = field(default_factory=dict)
     dataset_path: str | None = None
     engine: bool = False  # a serialized TensorRT engine, not ONNX
+    # the record's resolved inputs (shared/inputs.py): shapes and value ranges that ran
+    resolved: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +174,7 @@ def prepare_inputs(
     shapes: dict[str, list[int]],
     seed: int,
     dataset_path: str | None = None,
+    resolved: list[Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """Feeds for every input, and where they came from (``dataset`` or ``synthetic``)."""
     unknown = sorted(set(shapes) - {name for name, _, _ in specs})
@@ -189,8 +193,15 @@ def prepare_inputs(
             return feeds, "dataset"
     rng = np.random.default_rng(seed)
     feeds = {}
+    known = {r.name: r for r in resolved or []}
     for name, ort_type, shape in specs:
-        feeds[name] = synthetic_input(dtype_of(ort_type), resolve_shape(name, shape, batch_size, shapes), rng)
+        dtype = dtype_of(ort_type)
+        r = known.get(name)
+        if r is not None and name not in shapes and dtype is not np.str_:
+            # as resolved at registration: the batch on its real batch axis, values in range
+            feeds[name] = draw(rng, np.dtype(dtype).name, shape_at(r, batch_size), r.low, r.high, name)
+        else:
+            feeds[name] = synthetic_input(dtype, resolve_shape(name, shape, batch_size, shapes), rng)
     return feeds, "synthetic"
 
 
@@ -305,7 +316,9 @@ def measure(spec: MeasureSpec) -> Measurement:
         t0 = time.perf_counter()
         runner.load()
         load_time = time.perf_counter() - t0
-        feeds, source = prepare_inputs(runner.input_specs(), spec.batch_size, spec.shapes, spec.seed, spec.dataset_path)
+        feeds, source = prepare_inputs(
+            runner.input_specs(), spec.batch_size, spec.shapes, spec.seed, spec.dataset_path, spec.resolved
+        )
         calls = [runner.make_call(feeds) for _ in range(spec.concurrency)]
         try:
             calls[0]()

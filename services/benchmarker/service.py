@@ -69,7 +69,7 @@ from shared.contracts.benchmark import (
 )
 from shared.contracts.conversion import ConversionFailed, ConversionSkipped, ModelConverted
 from shared.contracts.identity import ModelRef, format_ref, is_valid_name
-from shared.contracts.registry import FORMAT_TENSORRT, ModelRecord, ModelRegistered
+from shared.contracts.registry import FORMAT_TENSORRT, INPUTS_NEED_SPEC, ModelRecord, ModelRegistered
 from shared.contracts.validation import ModelValidated, ValidationErrored
 from shared.endpoints import Endpoint
 from shared.errors import ArtifactError, InferlabError, InvalidReference, NotFound, ServiceUnavailable
@@ -305,7 +305,11 @@ class BenchmarkerService:
                 )
         from shared.gpu import ort_providers
 
-        planned, skipped, notes = analysis.plan(config, record.inputs, ort_providers(), engine=engine)
+        if record.input_status == INPUTS_NEED_SPEC and not config.shapes and not record.dataset_uri:
+            return await fail(INPUTS_NEED_SPEC, f"{record.ref}: {record.input_message}")
+        planned, skipped, notes = analysis.plan(
+            config, record.inputs, ort_providers(), engine=engine, resolved=record.resolved_inputs
+        )
         if not planned:
             return await fail("invalid_config", "; ".join(s.message for s in skipped) or "nothing to measure")
         try:
@@ -345,6 +349,7 @@ class BenchmarkerService:
                     shapes=dict(config.shapes),
                     dataset_path=str(dataset_path) if dataset_path else None,
                     engine=engine,
+                    resolved=list(record.resolved_inputs),
                 )
                 started = datetime.now(UTC)
                 try:

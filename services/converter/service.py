@@ -29,7 +29,6 @@ from typing import Any
 import msgspec
 
 from services.converter import keys
-from services.converter.inputs import DATASET, InputError, InputSet, dataset_inputs, synthetic_inputs
 from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile
 from services.converter.profiles import InvalidOptions, Profile, ProfileError, all_profiles, get_profile
 from services.converter.tolerances import check_tolerance
@@ -46,6 +45,7 @@ from shared.contracts.conversion import (
     REASON_CONVERSION_ERROR,
     REASON_INVALID_DATASET,
     REASON_INVALID_REQUEST,
+    REASON_NEEDS_INPUT_SPEC,
     REASON_REGISTRATION_REJECTED,
     REASON_UNAVAILABLE_ON_HOST,
     REASON_UNKNOWN_MODEL,
@@ -64,7 +64,14 @@ from shared.contracts.conversion import (
     Tolerance,
 )
 from shared.contracts.identity import BASE_VARIANT, ModelRef
-from shared.contracts.registry import FORMAT_ONNX, FORMAT_TENSORRT, ModelRecord, ModelRegistered, RegisterModel
+from shared.contracts.registry import (
+    FORMAT_ONNX,
+    FORMAT_TENSORRT,
+    INPUTS_NEED_SPEC,
+    ModelRecord,
+    ModelRegistered,
+    RegisterModel,
+)
 from shared.datasets import load_dataset
 from shared.endpoints import Endpoint
 from shared.errors import (
@@ -77,6 +84,7 @@ from shared.errors import (
     InvalidReference,
     NotFound,
 )
+from shared.inputs import DATASET, InputError, InputSet, dataset_inputs, synthetic_inputs
 from shared.log import get_logger
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
@@ -84,6 +92,8 @@ from shared.worker import Delivery, Route, Worker
 SERVICE = "converter"
 _CONTENT_NAME = re.compile(r"^nats-obj://[^/]+/(?:[a-z0-9_-]+/)?([0-9a-f]{64})$")
 REGISTER_TIMEOUT_S = 300.0
+# Outcomes for the model's owner, not incidents: published as failed, never alerted.
+NO_ALERT_REASONS = frozenset({REASON_NEEDS_INPUT_SPEC})
 
 Outcome = ModelConverted | ConversionFailed | ConversionSkipped
 
@@ -313,13 +323,17 @@ class ConverterService:
                 job.dataset = await asyncio.to_thread(self._input_set, path, job, DATASET)
             except (ArtifactError, InvalidDataset, InputError) as exc:
                 job.data_error = ConversionFailure(REASON_INVALID_DATASET, f"registered dataset: {exc.message}")
-        specs = job.record.inputs
+        record = job.record
         samples, seed, shapes = self._samples(job), job.seed, job.shapes
-        job.plan = DataPlan(
-            dataset=job.dataset,
-            calibration=job.calibration,
-            synthetic=lambda: synthetic_inputs(specs, samples=samples, seed=seed, shapes=shapes),
-        )
+
+        def synthetic() -> InputSet:
+            if record.input_status == INPUTS_NEED_SPEC and not shapes:
+                raise InputError(REASON_NEEDS_INPUT_SPEC, record.input_message)
+            return synthetic_inputs(
+                record.inputs, samples=samples, seed=seed, shapes=shapes, resolved=record.resolved_inputs
+            )
+
+        job.plan = DataPlan(dataset=job.dataset, calibration=job.calibration, synthetic=synthetic)
         job.references = References(job.source)
 
     async def run_profile(self, job: Job, profile_id: str) -> Outcome:
@@ -522,6 +536,9 @@ class ConverterService:
         elif isinstance(outcome, ConversionSkipped):
             await self.bus.publish(subjects.conversion_skipped(outcome.name), outcome)
             self.log.info("conversion_skipped", ref=alert_ref, profile=outcome.profile, reason=outcome.reason)
+        elif outcome.reason in NO_ALERT_REASONS:
+            await self.bus.publish(subjects.conversion_failed(outcome.name), outcome)
+            self.log.info("conversion_not_run", ref=alert_ref, profile=outcome.profile, reason=outcome.reason)
         else:
             await self.bus.publish(subjects.conversion_failed(outcome.name), outcome)
             alert = ConversionFailedAlert(

@@ -34,6 +34,9 @@ REASON_REGISTRATION_REJECTED = "registration_rejected"
 # Reasons of ConversionSkipped (not failures, no alert).
 REASON_UNAVAILABLE_ON_HOST = "unavailable_on_host"
 REASON_NOT_APPLICABLE = "not_applicable"
+# ConversionFailed without an alert: nothing known runs the model; the user must say how it is
+# fed (``inferlab register --shape/--sample``). An outcome for its owner, not an incident.
+REASON_NEEDS_INPUT_SPEC = "needs_input_spec"
 
 
 class Tolerance(msgspec.Struct, kw_only=True, omit_defaults=True):
