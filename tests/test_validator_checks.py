@@ -152,7 +152,6 @@ def test_structural_passes_a_sound_model(models) -> None:
     [
         (vm.nan_model, "non-finite"),
         (vm.random_model, "two runs on the same inputs differ"),
-        (vm.wrong_shape_model, "dimension 1 is 4, declared 3"),
     ],
 )
 def test_structural_catches_broken_models(tmp_path: Path, factory, expected: str) -> None:
@@ -160,6 +159,39 @@ def test_structural_catches_broken_models(tmp_path: Path, factory, expected: str
     res = check_structure(runner.run, runner.inputs, runner.declared_outputs, seeded_inputs(runner.inputs, 8, 0))
     assert not res.passed
     assert any(expected in p for p in res.problems), res.problems
+
+
+def test_a_declared_shape_the_model_does_not_honour_is_a_warning_with_figures(tmp_path: Path) -> None:
+    runner = Runner(vm.wrong_shape_model(tmp_path / "m.onnx"))
+    res = check_structure(runner.run, runner.inputs, runner.declared_outputs, seeded_inputs(runner.inputs, 8, 0))
+    assert res.passed and not res.problems
+    assert any("dimension 1 is 4, declared 3" in w for w in res.warnings), res.warnings
+    assert res.figures()["warnings"] == res.warnings
+
+
+def test_fixed_batch_one_models_are_fed_one_sample_at_a_time(tmp_path: Path) -> None:
+    """16 samples through a model fixed at batch 1 (output declared [1, C]): shapes are read
+    on one call, so no 'dimension 0 is 16, declared 1' appears."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["prob_1"], axis=1)],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+        [helper.make_tensor_value_info("prob_1", TensorProto.FLOAT, [1, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    import onnx
+
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    runner = Runner(tmp_path / "fixed.onnx")
+    feeds = seeded_inputs(runner.inputs, 16, 0)
+    res = check_structure(
+        runner.run, runner.inputs, runner.declared_outputs, feeds, call_rows=runner.fixed_batch or runner.batch_size
+    )
+    assert res.passed and res.samples == 16 and not res.warnings and not res.problems
+    assert res.outputs["prob_1"]["shape"] == [16, 5]  # all 16 samples ran, one call each
 
 
 # --- parity -----------------------------------------------------------------------------------

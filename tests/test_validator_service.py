@@ -448,3 +448,26 @@ async def test_a_validator_killed_mid_validation_is_replaced_and_reports_once(
         finally:
             await sub.unsubscribe()
             first.stop()
+
+
+async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations_only_warn(
+    stack, vclient: Client, tmp_path: Path
+) -> None:
+    """A VAD-like model (state [2, batch, 128], scalar sample rate) and a classifier fixed at
+    batch 1 whose output declaration is wrong: both READY, the wrong declaration a warning
+    with its figures (it used to be a false NOT READY)."""
+    from tests.support.input_models import fixed_batch_one, vad
+
+    for name, path in (("vad", vad(tmp_path)), ("fixed", fixed_batch_one(tmp_path, declared_classes=7))):
+        await vclient.register(path, name=name, version="1.0.0")
+        await vclient.bus.publish(subjects.benchmarked(name), _benchmarked(f"{name}@1.0.0", name, "1.0.0", "base", 0.2))
+        event = await _wait_for(vclient, subjects.validated(name), lambda m: True)
+        structural = next(c for c in event.report.checks if c.name == "structural")
+        assert structural.status == "passed", structural.summary
+        assert event.ready, event.report.recommendations
+        if name == "fixed":
+            assert structural.figures["samples"] == 16  # one sample per call, 16 calls
+            assert any("dimension 1 is 5, declared 7" in w for w in structural.figures["warnings"])
+            assert "1 warnings" in structural.summary
+        else:
+            assert structural.figures["samples"] == 1 and not structural.figures["warnings"]

@@ -16,7 +16,9 @@ class's alone.
 Worst-group accuracy is the lowest group accuracy. A disparity is *detected* when the
 equalized-odds difference exceeds ``max_gap`` and a chi-square test of independence between
 group and correctness rejects at ``alpha``: a large gap measured on a handful of samples is
-reported but not called a finding.
+reported but not called a finding. The gaps and per-group rates equal fairlearn's
+(``equalized_odds_difference``, ``demographic_parity_difference``, ``MetricFrame``), which
+tests/test_validator_reference.py checks.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ Conventions
   draw those directly instead of re-indexing the samples B times: same distribution,
   O(B * classes^2) instead of O(B * n).
 - Detection follows COCO's evaluation: per image and class, detections in descending score
-  order (at most ``max_dets`` per image) are greedily matched to the unmatched ground-truth
-  box of highest IoU at or above the threshold; AP is the mean of the precision envelope
-  sampled at 101 recall points; classes without ground truth are left out of the mean.
-  ``map50`` is AP at IoU 0.5, ``map`` the mean over IoU 0.50:0.05:0.95.
+  order (at most ``max_dets`` per image and class, as COCOeval keeps them) are greedily
+  matched to the unmatched ground-truth box of highest IoU at or above the threshold; AP is
+  the mean of the precision envelope sampled at 101 recall points; classes without ground
+  truth are left out of the mean. ``map50`` is AP at IoU 0.5, ``map`` the mean over IoU
+  0.50:0.05:0.95. Checked against pycocotools' COCOeval (tests/test_validator_reference.py).
 """
 
 from __future__ import annotations
@@ -371,7 +372,14 @@ def _match(preds: Sequence[Detections], gts: Sequence[GroundTruth], thresholds: 
     for i, (det, gt) in enumerate(zip(preds, gts, strict=True)):
         if len(det.scores) == 0:
             continue
-        keep = np.argsort(-det.scores, kind="mergesort")[:max_dets]
+        order = np.argsort(-det.scores, kind="mergesort")
+        # COCOeval keeps the ``max_dets`` best detections per image *and class*
+        ordered_cls = det.classes[order].astype(np.int64)
+        rank = np.zeros(len(order), dtype=np.int64)
+        for c in np.unique(ordered_cls).tolist():
+            where = np.flatnonzero(ordered_cls == c)
+            rank[where] = np.arange(len(where))
+        keep = order[rank < max_dets]
         boxes, scores, cls = det.boxes[keep], det.scores[keep], det.classes[keep].astype(np.int64)
         tp = np.zeros((len(thresholds), len(keep)), dtype=bool)
         for c in np.unique(cls).tolist():

@@ -155,6 +155,17 @@ class Runner:
             out[spec.name] = value
         return out
 
+    def call(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One session call on ``feeds`` as they are (a model without a batch axis: a VAD with
+        its state and scalar sample rate)."""
+        try:
+            results = self.session.run(self.output_names, self.prepare(feeds))
+        except InferenceError:
+            raise
+        except Exception as exc:
+            raise InferenceError(f"inference failed: {_first_line(exc)}") from None
+        return dict(zip(self.output_names, results, strict=True))
+
     def run(self, feeds: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, Any]:
         feeds = feeds if prepared else self.prepare(feeds)
         n = len(next(iter(feeds.values())))

@@ -285,6 +285,7 @@ class ValidatorService:
             parent=parent_candidate,
             siblings=siblings,
             trigger=job.trigger,
+            resolved=list(record.resolved_inputs),
         )
         loop = asyncio.get_running_loop()
 

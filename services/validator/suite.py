@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from msgspec.structs import replace as replace_struct
 
 from services.validator import fairness as fairness_mod
 from services.validator import metrics as m
@@ -30,6 +31,8 @@ from services.validator.runner import (
     seeded_inputs,
 )
 from services.validator.structural import check_structure
+from shared import inputs as inputs_mod
+from shared.contracts.registry import ResolvedInput
 from shared.contracts.validation import CHECKS, CheckOutcome, ValidationReport
 from shared.datasets import Dataset
 from shared.errors import InferlabError
@@ -81,7 +84,7 @@ KNOWN_OPTIONS = {
     "classes_output": "detector output with classes",
     "count_output": "detector output with valid-detection counts",
     "detections_output": "packed detector output",
-    "max_dets": "detections per image kept for mAP (default 100)",
+    "max_dets": "detections per image and class kept for mAP, as COCOeval (default 100)",
 }
 CONFUSION_MAX_CLASSES = 50
 
@@ -239,12 +242,34 @@ class SuiteInput:
     parent: readiness.Candidate | None = None
     siblings: list[readiness.Candidate] = field(default_factory=list)
     trigger: str = ""
+    resolved: list[ResolvedInput] = field(default_factory=list)  # the record's resolved inputs
 
 
 Progress = Callable[[str, int, int], None]
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _seeded(inp: SuiteInput, n: int, seed: int) -> tuple[dict[str, np.ndarray], Callable[..., Any] | None, bool]:
+    """Seeded inputs for ``n`` samples, fed at a batch the model accepts: (feeds, a run
+    function for a model without a batch axis or None for ``runner.run``, batched). The
+    record's resolved inputs (shared/inputs.py) give shapes and value ranges; a request's
+    ``shapes`` option wins."""
+    runner = inp.runner
+    shapes = inp.options.get("shapes")
+    if shapes or not inp.resolved:
+        return seeded_inputs(runner.inputs, n, seed, shapes=shapes, int_bounds=runner.facts.int_bounds), None, True
+    dtypes = {s.name: s.dtype for s in runner.inputs}
+    if inputs_mod.fixed_batch(inp.resolved):
+        if runner.fixed_batch is None:  # no batch axis at all: one call on one resolved sample
+            return inputs_mod.feeds(inp.resolved, 1, seed, dtypes=dtypes), runner.call, False
+        # a fixed leading size (batch 1): stack samples on it; Runner.run feeds one call at a time
+        table = [
+            replace_struct(r, batch_axis=0) if r.shape and r.shape[0] == runner.fixed_batch else r for r in inp.resolved
+        ]
+        return inputs_mod.feeds(table, n, seed, dtypes=dtypes), None, True
+    return inputs_mod.feeds(inp.resolved, n, seed, dtypes=dtypes), None, True
 
 
 def plain(obj: Any) -> Any:
@@ -453,23 +478,38 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
     if "structural" in checks:
         advance("structural")
         n = config.structural_samples
-        shapes = opts.get("shapes")
         try:
-            seeded = seeded_inputs(runner.inputs, n, config.seed, shapes=shapes, int_bounds=runner.facts.int_bounds)
+            seeded, run_fn, batched = _seeded(inp, n, config.seed)
             source = "seeded synthetic inputs"
+            if inp.resolved and not opts.get("shapes"):
+                source += " at the shapes resolved at registration"
         except InferlabError:
             if dataset is None:
                 raise
-            seeded = _rows(dataset.inputs, _seeded_rows(dataset.samples, n, config.seed, 2))
+            seeded, run_fn, batched = (
+                _rows(dataset.inputs, _seeded_rows(dataset.samples, n, config.seed, 2)),
+                None,
+                True,
+            )
             source = "seeded dataset rows"
-        result = check_structure(lambda f: runner.run(f), runner.inputs, runner.declared_outputs, seeded)
+        result = check_structure(
+            run_fn or (lambda f: runner.run(f)),
+            runner.inputs,
+            runner.declared_outputs,
+            seeded,
+            call_rows=runner.fixed_batch or runner.batch_size,
+            batched=batched,
+        )
+        n = result.samples
         figures = result.figures()
         figures["inputs"] = source
+        warned = f"; {len(result.warnings)} warnings: {'; '.join(result.warnings[:2])}" if result.warnings else ""
         outcomes["structural"] = CheckOutcome(
             name="structural",
             status="passed" if result.passed else "failed",
             summary=(
-                f"runs on {n} {source}; outputs finite and of the declared shapes; deterministic"
+                f"runs on {n} {source}{' (one call at a time)' if not batched or runner.fixed_batch else ''}; "
+                f"outputs finite; deterministic{warned}"
                 if result.passed
                 else "; ".join(result.problems[:3])
             ),
@@ -782,12 +822,11 @@ def _parity_check(
             raise InferlabError(f"the parent {inp.parent_ref}: {exc.message}", code=exc.code) from None
     else:
         n = max(config.structural_samples, 64)
-        seeded = seeded_inputs(
-            runner.inputs, n, config.seed, shapes=inp.options.get("shapes"), int_bounds=runner.facts.int_bounds
-        )
+        seeded, run_fn, batched = _seeded(inp, n, config.seed)
+        n = n if batched else 1
         source = f"seeded synthetic inputs ({n} samples)"
-        cand_out = runner.run(seeded)
-        parent_out = parent.run(seeded)
+        cand_out = run_fn(seeded) if run_fn else runner.run(seeded)
+        parent_out = parent.call(seeded) if run_fn else parent.run(seeded)
     p_labels = v_labels = p_scores = v_scores = None
     if task in ("classification", "text-classification"):
         try:

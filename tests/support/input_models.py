@@ -97,3 +97,23 @@ def bert(tmp_path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", 8])],
         [words, types, axes],
     )
+
+
+def fixed_batch_one(tmp_path: Path, declared_classes: int = 5) -> Path:
+    """A classifier fixed at batch 1 (``x: [1, 5]``) whose output is declared
+    ``[1, declared_classes]``: with another figure than 5 the declaration is wrong, as some
+    exporters write it, and the model still runs."""
+    # the Reshape to a computed shape hides the real figure from ONNX shape inference, as
+    # in exported graphs whose declared output shapes nobody checked
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["p"], axis=1),
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Reshape", ["p", "s"], ["prob_1"]),
+    ]
+    return save(
+        tmp_path,
+        f"fixed{declared_classes}",
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+        [helper.make_tensor_value_info("prob_1", TensorProto.FLOAT, [1, declared_classes])],
+    )
