@@ -471,3 +471,18 @@ async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations
             assert "1 warnings" in structural.summary
         else:
             assert structural.figures["samples"] == 1 and not structural.figures["warnings"]
+
+
+async def test_a_model_that_needs_an_input_spec_is_an_outcome_not_an_alert(
+    stack, vclient: Client, tmp_path: Path
+) -> None:
+    from tests.support.input_models import vad
+
+    await vclient.register(vad(tmp_path, pad=5000), name="stuck", version="1.0.0")
+    await vclient.bus.publish(subjects.benchmarked("stuck"), _benchmarked("stuck@1.0.0", "stuck", "1.0.0", "base", 0.2))
+    event = await _wait_for(vclient, subjects.validated("stuck"), lambda m: True)
+    structural = next(c for c in event.report.checks if c.name == "structural")
+    assert structural.status == "skipped" and structural.summary.startswith("needs_input_spec: ")
+    assert "--shape input:NxN" in structural.summary
+    assert not event.ready  # nothing has shown that it runs
+    assert not await _messages(vclient, subjects.alert("validation", "failed", "stuck"))

@@ -37,7 +37,7 @@ from shared.contracts.alerts import ValidationFailedAlert
 from shared.contracts.base import Command, encode
 from shared.contracts.benchmark import ConfigResult, ModelBenchmarked
 from shared.contracts.identity import ModelRef
-from shared.contracts.registry import FORMAT_ONNX, ModelRecord, ModelView
+from shared.contracts.registry import FORMAT_ONNX, INPUTS_NEED_SPEC, ModelRecord, ModelView
 from shared.contracts.validation import (
     ModelValidated,
     Requirement,
@@ -286,6 +286,8 @@ class ValidatorService:
             siblings=siblings,
             trigger=job.trigger,
             resolved=list(record.resolved_inputs),
+            input_status=record.input_status,
+            input_message=record.input_message,
         )
         loop = asyncio.get_running_loop()
 
@@ -325,7 +327,9 @@ class ValidatorService:
         fit_report(event, self.settings.max_message_bytes - _MESSAGE_MARGIN)
         await self.bus.publish(subjects.validated(record.name), event)
         unmet = [c for c in report.criteria if c.passed is not True]
-        if unmet:
+        # a model nobody has said how to feed is an outcome for its owner, not an alert
+        needs_spec = record.input_status == INPUTS_NEED_SPEC and all(c.passed is None for c in unmet)
+        if unmet and not needs_spec:
             alert = ValidationFailedAlert(
                 event_id=f"validation-alert-{job.event_id}",
                 correlation_id=job.correlation_id,

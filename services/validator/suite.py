@@ -32,8 +32,8 @@ from services.validator.runner import (
 )
 from services.validator.structural import check_structure
 from shared import inputs as inputs_mod
-from shared.contracts.registry import ResolvedInput
-from shared.contracts.validation import CHECKS, CheckOutcome, ValidationReport
+from shared.contracts.registry import INPUTS_NEED_SPEC, ResolvedInput
+from shared.contracts.validation import CHECKS, CheckOutcome, CriterionResult, ValidationReport
 from shared.datasets import Dataset
 from shared.errors import InferlabError
 
@@ -243,6 +243,8 @@ class SuiteInput:
     siblings: list[readiness.Candidate] = field(default_factory=list)
     trigger: str = ""
     resolved: list[ResolvedInput] = field(default_factory=list)  # the record's resolved inputs
+    input_status: str = ""
+    input_message: str = ""
 
 
 Progress = Callable[[str, int, int], None]
@@ -427,6 +429,12 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
     checks, skipped = plan_checks(
         inp.checks, has_parent=inp.parent_runner is not None, task=task, dataset=dataset, runner=runner
     )
+    if inp.input_status == INPUTS_NEED_SPEC and dataset is None and not opts.get("shapes"):
+        # nothing known runs the model: say so (an outcome for its owner) instead of failing it
+        for check in ("structural", "parity"):
+            if check in checks:
+                checks.remove(check)
+                skipped[check] = f"{INPUTS_NEED_SPEC}: {inp.input_message}"
     if dataset is not None:
         dataset = _subsample(dataset, config.max_samples, config.seed)
     steps = len(checks) + 2
@@ -632,6 +640,22 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
     advance("readiness")
     not_applicable = frozenset(_METRICS_OF_CHECK["parity"]) if inp.parent_runner is None else frozenset()
     criteria = readiness.judge(inp.requirements, measured, reasons, not_applicable)
+    if skipped.get("structural", "").startswith(INPUTS_NEED_SPEC) and not any(
+        c.metric == "structural" for c in criteria
+    ):
+        # never READY on nothing: the built-in structural requirement stays open until it runs
+        criteria.insert(
+            0,
+            CriterionResult(
+                metric="structural",
+                op=">=",
+                limit=1.0,
+                measured=None,
+                passed=None,
+                message=f"structural could not be measured: {skipped['structural']}",
+                source="default",
+            ),
+        )
     ready = readiness.is_ready(criteria)
     recommendations = readiness.recommend(criteria, ctx)
 
