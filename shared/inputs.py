@@ -48,6 +48,7 @@ CALIBRATION = "calibration"
 # start at common image sizes (a detector may need multiples of 32); others start small.
 GENERIC_SIZES = (1, 16, 32, 64, 128, 224, 256, 512, 640, 1024)
 IMAGE_SIZES = (224, 256, 320, 416, 512, 640, 32, 64, 128, 16, 1)
+BATCH_SIZES = (2, 3, 4, 8, 16, 32)  # tried last, only when batch 1 runs nowhere
 SEARCH_BUDGET_S = 30.0
 _RATE_NAME = re.compile(r"(^|_)(sr|sample_?rate|sampling_?rate|rate)($|_)", re.IGNORECASE)
 # Ops an integer id passes through unchanged on its way to a Gather.
@@ -210,7 +211,7 @@ def _is_image_axis(f: InputFacts, axis: int) -> bool:
 
 @dataclass
 class Resolution:
-    status: str  # INPUTS_RESOLVED or INPUTS_NEED_SPEC
+    status: str  # INPUTS_RESOLVED, INPUTS_NEED_SPEC, or "" when ONNX Runtime cannot load the model
     inputs: list[ResolvedInput] = field(default_factory=list)
     message: str = ""
     trials: int = 0
@@ -352,7 +353,8 @@ def resolve(
         try:
             session = _session(path)
         except Exception as exc:  # ORT raises several unrelated types
-            return Resolution(INPUTS_NEED_SPEC, message=f"ONNX Runtime cannot load the model: {_first_line(exc)}")
+            # not an input problem: each service reports the load failure in its own words
+            return Resolution("", message=f"not resolved: ONNX Runtime cannot load the model: {_first_line(exc)}")
     batch = batch_key(facts)
     for f in facts:  # a spec whose min and max leading sizes differ declares a batch
         spec = by_spec.get(f.name)
@@ -403,6 +405,7 @@ def resolve(
                     ranges[f.name] = (float(array.min()), float(array.max()))
                     if kind in "iu":
                         ranges[f.name] = (int(array.min()), int(array.max()))
+    batch_searched = batch is not None and batch not in fixed
     if batch is not None:
         fixed.setdefault(batch, 1)
     free = [k for k in variables if k not in fixed]
@@ -420,6 +423,11 @@ def resolve(
                 assignments.append({k: (size if k == key else 1) for k in free})
         for size in GENERIC_SIZES:
             assignments.append(dict.fromkeys(free, size))
+    if batch_searched:
+        # a model that runs only at some batches (a Reshape to [3, -1]): the batch is still
+        # the batch, the size that ran is recorded, and each step sets its own
+        for size in BATCH_SIZES:
+            assignments.append({**assignments[0], str(batch): size})
     unique: list[dict[str, int]] = []
     for a in assignments:
         if a not in unique:
@@ -463,7 +471,10 @@ def resolve(
                 )
             )
         return Resolution(INPUTS_RESOLVED, resolved, trials=trials)
-    return Resolution(INPUTS_NEED_SPEC, message=_needs_spec_message(facts, variables, free, last_error), trials=trials)
+    searched = [*free, *([str(batch)] if batch_searched else [])]
+    return Resolution(
+        INPUTS_NEED_SPEC, message=_needs_spec_message(facts, variables, searched, last_error), trials=trials
+    )
 
 
 def _needs_spec_message(

@@ -145,3 +145,19 @@ def test_third_party_models_from_wheels_resolve(relative: str, expect: dict[str,
         assert got[name] == shape
     if "silero" in relative:
         assert got["input"][0] == 1 and got["input"][1] >= 128  # the STFT's reflect pad needs samples
+
+
+def test_a_model_onnx_runtime_cannot_load_is_not_an_input_problem(tmp_path: Path) -> None:
+    from tests.support.benchmarker_models import custom_op_model
+
+    res = resolve(custom_op_model(tmp_path / "custom.onnx"))
+    assert res.status == "" and "cannot load" in res.message and not res.inputs
+
+
+def test_a_model_that_runs_only_at_some_batches_keeps_its_batch_axis(tmp_path: Path) -> None:
+    from tests.support.benchmarker_models import reshape_model
+
+    res = resolve(reshape_model(tmp_path / "reshape.onnx"))  # Reshape to [3, -1]
+    assert res.status == INPUTS_RESOLVED, res.message
+    (x,) = res.inputs
+    assert x.shape == [3, 4] and x.batch_axis == 0

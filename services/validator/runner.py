@@ -31,6 +31,7 @@ import onnxruntime as ort
 from services.validator.metrics import Detections, encode
 from shared.contracts.registry import TensorSpec
 from shared.errors import InferlabError
+from shared.inputs import read_facts
 from shared.onnxmeta import graph_outputs, spec_from_session_arg
 
 DEFAULT_DYNAMIC_DIM = 16
@@ -65,11 +66,8 @@ def read_graph_facts(path: Path) -> GraphFacts:
     """Class labels declared by classifier operators, and for integer inputs that index an
     embedding table (Gather on an initializer) the table size, so seeded token ids stay valid."""
     model = onnx.load(str(path), load_external_data=False)
-    initializers = {init.name: list(init.dims) for init in model.graph.initializer}
     labels: np.ndarray | None = None
     zipmap_labels: np.ndarray | None = None
-    bounds: dict[str, int] = {}
-    graph_inputs = {i.name for i in model.graph.input}
     for node in model.graph.node:
         if node.op_type in _CLASSIFIER_OPS or node.op_type == "ZipMap":
             for attr in node.attribute:
@@ -84,11 +82,9 @@ def read_graph_facts(path: Path) -> GraphFacts:
                             zipmap_labels = values
                         elif labels is None:
                             labels = values
-        if node.op_type == "Gather" and len(node.input) >= 2:
-            data, indices = node.input[0], node.input[1]
-            if indices in graph_inputs and data in initializers and initializers[data]:
-                bound = int(initializers[data][0])
-                bounds[indices] = min(bounds.get(indices, bound), bound)
+    # ids that reach a Gather (also through Cast/Unsqueeze/...) stay inside the table: the
+    # same reading as the registry's resolver (shared/inputs.py)
+    bounds = {f.name: f.gather_rows for f in read_facts(model) if f.gather_rows}
     return GraphFacts(
         class_labels=zipmap_labels if zipmap_labels is not None else labels,
         int_bounds=bounds,
