@@ -333,3 +333,29 @@ async def test_tensorrt_engine_without_tensorrt_is_unavailable_on_host(
         with pytest.raises(BenchmarkFailedError) as info:
             await client.benchmark("eng@1.0.0+trt-fp16", QUICK)
         assert info.value.code == "unavailable_on_host" and "TensorRT engine" in info.value.message
+
+
+async def test_models_are_measured_as_resolved_and_a_missing_spec_is_a_precise_failure(
+    bench_settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    """A VAD-like model (state [2, batch, 128]) is measured at batch 1 on the shapes resolved
+    at registration, not as 'a fixed batch of 2'; one that nothing runs fails with
+    ``needs_input_spec`` and the CLI fix; neither raises an alert."""
+    from tests.support.input_models import vad
+
+    settings = bench_settings.with_overrides(bench_auto=False)
+    async with running(settings, RegistryService), running(settings, BenchmarkerService):
+        record = await client.register(vad(tmp_path), name="vad", version="1.0.0")
+        (tmp_path / "stuck").mkdir()
+        await client.register(vad(tmp_path / "stuck", pad=5000), name="stuck", version="1.0.0")
+        done = await client.benchmark("vad@1.0.0", BenchmarkConfig(**{**_quick(), "batch_sizes": [1, 4]}))
+        assert [r.batch_size for r in done.results] == [1]
+        assert done.results[0].input_shapes["state"] == [2, 1, 128]
+        assert done.results[0].input_shapes["input"] == next(
+            r.shape for r in record.resolved_inputs if r.name == "input"
+        )
+        assert any("no batch dimension" in n for n in done.results[0].notes)
+        with pytest.raises(BenchmarkFailedError) as info:
+            await client.benchmark("stuck@1.0.0", QUICK)
+        assert info.value.code == "needs_input_spec" and "--shape input:NxN" in info.value.message
+        assert not await collect(client, "alerts.>", idle=0.5)
