@@ -471,6 +471,12 @@ async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations
             assert "1 warnings" in structural.summary
         else:
             assert structural.figures["samples"] == 1 and not structural.figures["warnings"]
+    # a variant of the VAD: parity runs one call per seeded sample and compares them all
+    await vclient.register(vad(tmp_path), name="vad", version="1.0.0", variant="copy", parent="vad@1.0.0")
+    await vclient.bus.publish(subjects.benchmarked("vad"), _benchmarked("vad@1.0.0+copy", "vad", "1.0.0", "copy", 0.2))
+    event = await _wait_for(vclient, subjects.validated("vad"), lambda m: m.variant == "copy")
+    parity = next(c for c in event.report.checks if c.name == "parity")
+    assert parity.status == "passed" and "(16 samples)" in parity.summary, parity.summary
 
 
 async def test_a_model_that_needs_an_input_spec_is_an_outcome_not_an_alert(

@@ -253,6 +253,23 @@ Progress = Callable[[str, int, int], None]
 # --- helpers ----------------------------------------------------------------------------------
 
 
+UNBATCHED_PARITY_CALLS = 16
+
+
+def _stack(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Outputs of one call per sample, stacked on a new leading axis (lists concatenated)."""
+    out: dict[str, Any] = {}
+    for name in parts[0]:
+        values = [p[name] for p in parts]
+        if all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
+            out[name] = np.stack(values)
+        elif all(isinstance(v, list) for v in values):
+            out[name] = [item for v in values for item in v]
+        else:
+            out[name] = values[0]
+    return out
+
+
 def _seeded(inp: SuiteInput, n: int, seed: int) -> tuple[dict[str, np.ndarray], Callable[..., Any] | None, bool]:
     """Seeded inputs for ``n`` samples, fed at a batch the model accepts: (feeds, a run
     function for a model without a batch axis or None for ``runner.run``, batched). The
@@ -846,11 +863,16 @@ def _parity_check(
             raise InferlabError(f"the parent {inp.parent_ref}: {exc.message}", code=exc.code) from None
     else:
         n = max(config.structural_samples, 64)
-        seeded, run_fn, batched = _seeded(inp, n, config.seed)
-        n = n if batched else 1
+        seeded, _, batched = _seeded(inp, n, config.seed)
+        if batched:
+            cand_out, parent_out = runner.run(seeded), parent.run(seeded)
+        else:  # no batch axis: one call per seeded sample, outputs stacked sample by sample
+            n = min(n, UNBATCHED_PARITY_CALLS)
+            dtypes = {s.name: s.dtype for s in runner.inputs}
+            calls = [inputs_mod.feeds(inp.resolved, 1, config.seed + i, dtypes=dtypes) for i in range(n)]
+            cand_out = _stack([runner.call(f) for f in calls])
+            parent_out = _stack([parent.call(f) for f in calls])
         source = f"seeded synthetic inputs ({n} samples)"
-        cand_out = run_fn(seeded) if run_fn else runner.run(seeded)
-        parent_out = parent.call(seeded) if run_fn else parent.run(seeded)
     p_labels = v_labels = p_scores = v_scores = None
     if task in ("classification", "text-classification"):
         try:
