@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from shared.contracts.registry import INPUTS_NEED_SPEC, INPUTS_RESOLVED, InputSpec, ResolvedInput, TensorSpec
 from shared.datasets import Dataset
@@ -90,8 +91,34 @@ def _const_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
     return dims
 
 
+_INFERRED: dict[int, dict[str, list[int | None]]] = {}
+
+
+def _inferred_dims(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Value shapes by ONNX shape inference (computed once per model, only when needed)."""
+    key = id(model)
+    if key not in _INFERRED:
+        _INFERRED.clear()
+        dims: dict[str, list[int | None]] = {}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+            for v in list(inferred.graph.value_info) + list(inferred.graph.output):
+                if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+                    dims[v.name] = [
+                        d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
+                    ]
+        except Exception:  # inference is a convenience here; without it, no bound
+            pass
+        _INFERRED[key] = dims
+    return _INFERRED[key]
+
+
 def _gather_rows(model: onnx.ModelProto, start: str, tables: dict[str, list[int]]) -> int | None:
-    """Rows of the smallest table the ids of ``start`` index, following pass-through ops."""
+    """Rows of the smallest table the ids of ``start`` index, following pass-through ops
+    (Gather, ORT's fused embedding, OneHot and one-hot written as Equal with an iota)."""
+    constants = {
+        init.name: numpy_helper.to_array(init) for init in model.graph.initializer if list(init.dims) in ([], [1])
+    }
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -111,6 +138,14 @@ def _gather_rows(model: onnx.ModelProto, start: str, tables: dict[str, list[int]
                 which = {0: 2, 1: 4}.get(list(node.input).index(value))
                 table = tables.get(node.input[which]) if which is not None and len(node.input) > which else None
                 rows = int(table[0]) if table else None
+            elif node.op_type == "OneHot" and len(node.input) > 1 and node.input[0] == value:
+                depth = constants.get(node.input[1])
+                rows = int(depth.reshape(-1)[0]) if depth is not None and depth.size else None
+            elif node.op_type == "Equal" and len(node.input) == 2:
+                # one-hot written as Equal(ids, iota) (jax2tf, Keras): ids below the iota's length
+                other = node.input[1] if node.input[0] == value else node.input[0]
+                shape = _inferred_dims(model).get(other) or tables.get(other)
+                rows = int(shape[-1]) if shape and isinstance(shape[-1], int) and shape[-1] > 1 else None
             elif node.op_type in _PASS_THROUGH and node.input[0] == value:
                 for out in node.output:
                     if out not in seen:

@@ -145,6 +145,8 @@ def test_third_party_models_from_wheels_resolve(relative: str, expect: dict[str,
         assert got[name] == shape
     if "silero" in relative:
         assert got["input"][0] == 1 and got["input"][1] >= 128  # the STFT's reflect pad needs samples
+    if "magika" in relative:  # bytes one-hot encoded against a 257-long iota (Equal): 0..256
+        assert [(r.low, r.high) for r in res.inputs] == [(0, 256)]
 
 
 def test_a_model_onnx_runtime_cannot_load_is_not_an_input_problem(tmp_path: Path) -> None:
@@ -161,3 +163,36 @@ def test_a_model_that_runs_only_at_some_batches_keeps_its_batch_axis(tmp_path: P
     assert res.status == INPUTS_RESOLVED, res.message
     (x,) = res.inputs
     assert x.shape == [3, 4] and x.batch_axis == 0
+
+
+def test_one_hot_inputs_get_ids_below_the_depth(tmp_path: Path) -> None:
+    """Ids one-hot encoded by a OneHot op, and by Equal against an iota (as jax2tf writes it)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.support.input_models import save
+
+    depth = numpy_helper.from_array(np.array(7, np.int64), "depth")
+    values = numpy_helper.from_array(np.array([0, 1], np.float32), "values")
+    iota = numpy_helper.from_array(np.arange(5, dtype=np.int64).reshape(1, 1, 5), "iota")
+    axes = numpy_helper.from_array(np.array([2], np.int64), "axes")
+    path = save(
+        tmp_path,
+        "onehot",
+        [
+            helper.make_node("OneHot", ["a", "depth", "values"], ["oa"]),
+            helper.make_node("Unsqueeze", ["b", "axes"], ["b3"]),
+            helper.make_node("Equal", ["b3", "iota"], ["eq"]),
+            helper.make_node("Cast", ["eq"], ["ob"], to=TensorProto.FLOAT),
+        ],
+        [
+            helper.make_tensor_value_info("a", TensorProto.INT64, ["n", 4]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["n", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("oa", TensorProto.FLOAT, ["n", 4, 7]),
+            helper.make_tensor_value_info("ob", TensorProto.FLOAT, ["n", 4, 5]),
+        ],
+        [depth, values, iota, axes],
+    )
+    res = resolve(path)
+    assert {r.name: (r.low, r.high) for r in res.inputs} == {"a": (0, 6), "b": (0, 4)}
