@@ -131,6 +131,9 @@ def connect_options(settings: Settings, *, name: str) -> dict[str, Any]:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
+        # Replies (request/reply, JetStream acks, ordered-consumer deliveries) arrive under
+        # this user's own prefix, the only inboxes the server config lets it read.
+        "inbox_prefix": settings.inbox_prefix,
     }
     if settings.nats_user:
         options["user"] = settings.nats_user

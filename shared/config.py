@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_tls_ca: str | None = None
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
+    nats_inbox_prefix: str = ""
     connect_timeout_s: float = 2.0
     # --- data and logging ---
     home: str = msgspec.field(default_factory=_default_home)
@@ -96,6 +97,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_batch_size: int = 512
     validator_concurrency: int = 1
     validator_policy_dir: str = ""
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where this client's replies arrive: ``_INBOX.<user>`` for a named NATS user (the
+        shipped server config lets each user subscribe only there), ``_INBOX`` without one."""
+        if self.nats_inbox_prefix:
+            return self.nats_inbox_prefix.rstrip(".")
+        return f"_INBOX.{self.nats_user}" if self.nats_user else "_INBOX"
 
     @property
     def home_path(self) -> Path:
@@ -169,6 +178,7 @@ FIELD_DOCS: dict[str, str] = {
     "nats_tls_ca": "CA certificate to verify the NATS server (enables TLS).",
     "nats_tls_cert": "Client certificate for mutual TLS.",
     "nats_tls_key": "Client key for mutual TLS.",
+    "nats_inbox_prefix": "Prefix of this client's reply inboxes (default: _INBOX.<user> with a user, else _INBOX).",
     "connect_timeout_s": "Seconds to wait for the first NATS connection.",
     "home": "Data dir: embedded NATS store, DuckDB history, imports/, scratch space.",
     "log_level": "debug, info, warning or error.",

@@ -236,7 +236,22 @@ async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queu
             assert not_refused == []
             not_refused = [
                 s
-                for s in ("model.register", "model.>", "registry.>", "telemetry.>", "deadletter.>", "$KV.>", "_INBOX_x")
+                for s in (
+                    "model.register",
+                    "model.>",
+                    "registry.>",
+                    "telemetry.>",
+                    "deadletter.>",
+                    "$KV.>",
+                    "_INBOX_x",
+                    # every inbox but its own: the services' fetch inboxes carry every command
+                    "_INBOX.>",
+                    "_INBOX.*",
+                    "_INBOX.registry.>",
+                    "_INBOX.admin.>",
+                    "_INBOX.*.>",
+                    ">",
+                )
                 if not await probe.subscribe_refused(s)
             ]
             assert not_refused == []  # commands (reply inboxes), requests, telemetry, metadata
@@ -253,7 +268,7 @@ async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queu
             errors_before = len(probe.errors)
             for subject in ALLOWED_FOR_PIPELINE:
                 await probe.nc.publish(subject, b'{"ref": "nothing@1.0.0", "name": "x", "version": "x"}')
-            for subject in ("model.registered.>", "alerts.>", "_INBOX.mine.>"):
+            for subject in ("model.registered.>", "alerts.>", "_INBOX.pipeline.mine.>"):
                 await probe.nc.subscribe(subject)
             await probe.nc.flush()
             await asyncio.sleep(0.2)
@@ -273,6 +288,44 @@ async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queu
             assert asyncio.get_running_loop().time() - started < 5
         finally:
             await pipeline.close()
+
+
+async def test_a_pipeline_cannot_read_other_inboxes_while_another_pipelines_commands_flow(
+    base: Settings, passwords: dict[str, str], admin: Bus, secure_server: EmbeddedNats
+) -> None:
+    """The audit's first finding: pipeline A subscribed to ``_INBOX.>`` and read pipeline B's
+    command (with the credentials in its artifact URI) as delivered to the registry's fetch
+    inbox, and an admin's KV read reply. Now every client's inboxes live under its own user's
+    prefix and the pipeline may read only ``_INBOX.pipeline.>``."""
+    async with running(as_user(base, "registry", passwords), RegistryService):
+        spy = await Probe().connect(secure_server.url, "pipeline", passwords["pipeline"])
+        try:
+            assert await spy.subscribe_refused("_INBOX.>")
+            assert await spy.subscribe_refused("_INBOX.registry.>")
+            seen: list[bytes] = []
+
+            async def listen(msg: Any) -> None:
+                seen.append(msg.subject.encode() + b" " + msg.data)
+
+            # What it may read: the shared pipeline prefix (see docs/reliability.md).
+            await spy.nc.subscribe("_INBOX.pipeline.>", cb=listen)
+            await spy.nc.subscribe("model.*.>", cb=listen)
+            await spy.nc.flush()
+            victim = await Client.connect(as_user(base, "pipeline", passwords), name="pipeline-b")
+            try:
+                with pytest.raises(Rejected) as rejected:
+                    await victim.register(
+                        "https://user:HUNTER2@host.invalid/m.onnx?sig=TOKEN", name="victim", version="1.0.0", timeout=30
+                    )
+                assert rejected.value.code == "fetch_failed", rejected.value.message
+            finally:
+                await victim.close()
+            await admin.js.key_value(base.registry_bucket)  # an admin's request/reply meanwhile
+        finally:
+            await spy.close()
+        assert seen, "the spy saw the rejection fact, so it was listening"
+        assert not [m for m in seen if b"HUNTER2" in m or b"TOKEN" in m]
+        assert not [m for m in seen if m.startswith((b"_INBOX.registry.", b"_INBOX.admin."))]
 
 
 async def test_an_ephemeral_create_request_can_rewrite_a_durable_which_is_why_the_pipeline_gets_none(
