@@ -1,7 +1,8 @@
 """The thin typed wrapper over nats-py that every service and client uses.
 
 - ``Bus.connect``: one connection with unlimited reconnects and typed publish/request helpers.
-- ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER).
+- ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER, and
+  UPLOADS, the staging area of pipelines' uploads: shared/artifacts.py).
 - ``Bus.publish``: JetStream publish of a Struct with ``Nats-Msg-Id`` = ``event_id`` (dedupe),
   awaiting the PubAck, retried while the server is reconnecting.
 - ``Worker`` (shared/worker.py) runs the durable consumer loop on top of this.
@@ -80,6 +81,8 @@ CORRELATION_HEADER = "Inferlab-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 INBOX_PREFIX = "_INBOX."
 NO_RESPONDERS_GRACE_S = 2.0
+UPLOADS_STREAM = "UPLOADS"
+UPLOADS_SPACE = "upload.>"
 
 # Error codes a request/reply endpoint may send back, mapped to the exception a client raises.
 _ERRORS_BY_CODE: dict[str, type[InferlabError]] = {
@@ -97,6 +100,9 @@ class StreamSpec:
     subjects: tuple[str, ...]
     max_age_s: float = 0.0
     max_bytes: int = -1
+    # Full: refuse new messages (an upload fails) rather than drop old ones (someone's
+    # staged upload, read a moment later).
+    discard_new: bool = False
 
 
 def stream_specs(settings: Settings) -> tuple[StreamSpec, ...]:
@@ -111,6 +117,13 @@ def stream_specs(settings: Settings) -> tuple[StreamSpec, ...]:
             max_bytes=settings.telemetry_max_bytes,
         ),
         StreamSpec("DEADLETTER", (subjects.DEADLETTER_SPACE,), max_age_s=90 * day),
+        StreamSpec(
+            UPLOADS_STREAM,
+            (UPLOADS_SPACE,),
+            max_age_s=settings.uploads_max_age_hours * 3600.0,
+            max_bytes=settings.uploads_max_bytes,
+            discard_new=True,
+        ),
     )
 
 
@@ -285,24 +298,35 @@ class Bus:
     # --- layout -------------------------------------------------------------------------
 
     async def ensure_streams(self) -> None:
-        """Create the streams, or bring an existing one's limits in line with the settings."""
+        """Create the streams, or bring an existing one's limits in line with the settings.
+
+        No platform stream accepts a ``Nats-Rollup`` header (one message with it would erase
+        every other message on its subject, or the whole stream), nor deletes or purges
+        through the API: facts, alerts and dead letters are an audit trail, and staged
+        uploads expire by age alone."""
         for spec in stream_specs(self.settings):
-            config = js_api.StreamConfig(
-                name=spec.name,
-                subjects=list(spec.subjects),
-                retention=js_api.RetentionPolicy.LIMITS,
-                storage=js_api.StorageType.FILE,
-                num_replicas=self.settings.stream_replicas,
-                max_age=spec.max_age_s or None,
-                max_bytes=spec.max_bytes,
-                max_msg_size=self.settings.max_message_bytes,
-                duplicate_window=self.settings.duplicate_window_s,
-                discard=js_api.DiscardPolicy.OLD,
-            )
-            try:
-                await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
+            await self.ensure_stream(spec)
+
+    async def ensure_stream(self, spec: StreamSpec) -> None:
+        config = js_api.StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            num_replicas=self.settings.stream_replicas,
+            max_age=spec.max_age_s or None,
+            max_bytes=spec.max_bytes,
+            max_msg_size=self.settings.max_message_bytes,
+            duplicate_window=min(self.settings.duplicate_window_s, spec.max_age_s or float("inf")),
+            discard=js_api.DiscardPolicy.NEW if spec.discard_new else js_api.DiscardPolicy.OLD,
+            allow_rollup_hdrs=False,
+            deny_delete=True,
+            deny_purge=True,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
 
     async def ensure_consumer(
         self,

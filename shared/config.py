@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alerts_max_age_days: float = 365.0
     telemetry_max_age_hours: float = 72.0
     telemetry_max_bytes: int = 1 << 30
+    uploads_max_age_hours: float = 24.0
+    uploads_max_bytes: int = 8 << 30
     artifact_bucket: str = "artifacts"
     registry_bucket: str = "registry"
     # --- consumers ---
@@ -56,8 +58,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_dataset_bytes: int = 2 << 30
     max_message_bytes: int = 1 << 20
     import_roots: tuple[str, ...] = ()
-    allowed_schemes: tuple[str, ...] = ("nats-obj", "file", "https", "http")
+    allowed_schemes: tuple[str, ...] = ("nats-obj", "upload", "file", "https", "http")
     http_timeout_s: float = 60.0
+    fetch_hosts: tuple[str, ...] = ()
+    fetch_allow_private: bool = False
     # --- registry ---
     registry_concurrency: int = 8
     # --- embedded server ---
@@ -189,6 +193,8 @@ FIELD_DOCS: dict[str, str] = {
     "alerts_max_age_days": "Retention of the ALERTS stream.",
     "telemetry_max_age_hours": "Retention of the TELEMETRY stream by age.",
     "telemetry_max_bytes": "Retention of the TELEMETRY stream by size.",
+    "uploads_max_age_hours": "Hours a staged upload (upload://) is kept for the registry to take it in.",
+    "uploads_max_bytes": "Most bytes of staged uploads kept at once (a full area refuses new uploads).",
     "artifact_bucket": "Object Store bucket holding model and dataset blobs.",
     "registry_bucket": "Key-Value bucket holding registry metadata.",
     "max_deliver": "Deliveries before a failing message is dead-lettered.",
@@ -201,6 +207,9 @@ FIELD_DOCS: dict[str, str] = {
     "import_roots": "Folders file:// imports may read from (default: <home>/imports).",
     "allowed_schemes": "URI schemes accepted for artifacts and datasets.",
     "http_timeout_s": "Timeout for http(s) artifact downloads.",
+    "fetch_hosts": "Hosts (names, addresses or CIDR networks) http(s) URIs may name; empty: any public host. "
+    "A host listed here may resolve to a private address.",
+    "fetch_allow_private": "Let any http(s) host resolve to loopback, private or link-local addresses (dev only).",
     "registry_concurrency": "Registrations one registry replica handles at once.",
     "embedded_nats_port": "Client port of the embedded nats-server started by `inferlab up`.",
     "embedded_nats_monitor_port": "HTTP monitoring port of the embedded server (0 = off).",

@@ -265,6 +265,23 @@ class SetTags(msgspec.Struct, kw_only=True):
     correlation_id: str = ""
 
 
+class PutDataset(msgspec.Struct, kw_only=True):
+    """Store a named dataset (``dataset://<name>``) from ``uri``: a staged upload
+    (``upload://``) or any URI the registry may fetch. Only services write the object store."""
+
+    name: str
+    uri: str
+    correlation_id: str = ""
+
+
+class DatasetStored(msgspec.Struct, kw_only=True):
+    name: str
+    uri: str
+    object_uri: str
+    sha256: str
+    size_bytes: int
+
+
 class Resolve(msgspec.Struct, kw_only=True):
     ref: str
 
