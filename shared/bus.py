@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import socket
 import ssl
 from collections import deque
@@ -27,6 +29,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from nats.js.kv import KeyValue
 
 from shared.config import Settings
 from shared.contracts import subjects
@@ -172,6 +175,10 @@ class Bus:
         self.log = get_logger(component="bus")
         # (loop time, server message) of recent permission violations on this connection.
         self.denials: deque[tuple[float, str]] = deque(maxlen=64)
+        # A service's bus publishes each (subject, event id) once, ever (see publish).
+        self.exactly_once = False
+        self._announced: KeyValue | None = None
+        self._ledger_lock = asyncio.Lock()
 
     def denied(self, since: float, fragment: str | tuple[str, ...] = "") -> str | None:
         """The newest permission violation reported since ``since`` (loop time) whose message
@@ -368,8 +375,60 @@ class Bus:
         attempts: int = 20,
     ) -> js_api.PubAck:
         """Publish to JetStream and wait for the stream's ack. Retries while the connection
-        is re-established (the same ``Nats-Msg-Id`` makes a retried publish a no-op)."""
-        headers = {MSG_ID_HEADER: msg_id or message.event_id}
+        is re-established (the same ``Nats-Msg-Id`` makes a retried publish a no-op).
+
+        On a service's bus (``exactly_once``, set by its workers) every publish is also
+        recorded in the ``announced`` KV bucket under a key derived from subject and event id,
+        and a publish already recorded there is skipped: a handler redelivered at any later
+        time (after a crash, after its ack wait) republishes nothing, however long after
+        JetStream's duplicate window. The record is written after the stream's ack, so a
+        crash between the two is covered by that window alone."""
+        event_id = msg_id or message.event_id
+        if not self.exactly_once:
+            return await self._publish(subject, message, event_id, timeout=timeout, attempts=attempts)
+        ledger = await self._ledger()
+        key = announced_key(subject, event_id)
+        try:
+            entry = await self.retry_transient("reading the announced ledger", lambda: ledger.get(key))
+            recorded = json.loads(entry.value or b"{}")
+            self.log.debug("already_announced", subject=subject, event_id=event_id)
+            return js_api.PubAck(stream=recorded.get("stream", ""), seq=int(recorded.get("seq", 0)), duplicate=True)
+        except nats.js.errors.KeyNotFoundError:
+            pass
+        ack = await self._publish(subject, message, event_id, timeout=timeout, attempts=attempts)
+        value = json.dumps({"stream": ack.stream, "seq": ack.seq, "subject": subject}).encode()
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):  # a sibling replica recorded it
+            await self.retry_transient("recording the announcement", lambda: ledger.create(key, value))
+        return ack
+
+    async def _ledger(self) -> KeyValue:
+        async with self._ledger_lock:
+            if self._announced is None:
+                self._announced = await self.retry_transient("opening the announced ledger", self._open_ledger)
+            return self._announced
+
+    async def _open_ledger(self) -> KeyValue:
+        bucket = self.settings.announced_bucket
+        try:
+            return await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # a replica won the race
+                await self.js.create_key_value(
+                    js_api.KeyValueConfig(
+                        bucket=bucket,
+                        description="inferlab: which facts were published (exactly once past the duplicate window)",
+                        history=1,
+                        ttl=self.settings.announced_max_age_days * 86_400.0,
+                        storage=js_api.StorageType.FILE,
+                        replicas=self.settings.stream_replicas,
+                    )
+                )
+            return await self.js.key_value(bucket)
+
+    async def _publish(
+        self, subject: str, message: Message, event_id: str, *, timeout: float, attempts: int
+    ) -> js_api.PubAck:
+        headers = {MSG_ID_HEADER: event_id}
         if message.correlation_id:
             headers[CORRELATION_HEADER] = message.correlation_id
         payload = encode(message)
@@ -576,6 +635,11 @@ class Bus:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def announced_key(subject: str, event_id: str) -> str:
+    """The ledger key of one publish: KV keys allow few characters, event ids may hold any."""
+    return "e." + hashlib.sha256(f"{subject}\n{event_id}".encode()).hexdigest()
 
 
 _plain_decoders: dict[type, msgspec.json.Decoder[Any]] = {}

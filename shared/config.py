@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     uploads_max_bytes: int = 8 << 30
     artifact_bucket: str = "artifacts"
     registry_bucket: str = "registry"
+    announced_bucket: str = "announced"
+    announced_max_age_days: float = 30.0
     # --- consumers ---
     max_deliver: int = 5
     ack_wait_s: float = 30.0
@@ -197,6 +199,8 @@ FIELD_DOCS: dict[str, str] = {
     "uploads_max_bytes": "Most bytes of staged uploads kept at once (a full area refuses new uploads).",
     "artifact_bucket": "Object Store bucket holding model and dataset blobs.",
     "registry_bucket": "Key-Value bucket holding registry metadata.",
+    "announced_bucket": "Key-Value bucket recording every fact a service published (exactly once).",
+    "announced_max_age_days": "Days a fact's record is kept (a redelivery later than this could republish it).",
     "max_deliver": "Deliveries before a failing message is dead-lettered.",
     "ack_wait_s": "Seconds before an unacknowledged message is redelivered (handlers heartbeat).",
     "fetch_batch": "Messages fetched per pull request.",

@@ -113,6 +113,9 @@ class Worker:
     ) -> None:
         settings = bus.settings
         self.bus = bus
+        # What a handler publishes is published once, also when it runs again on a
+        # redelivery long after the stream's duplicate window (Bus.publish).
+        bus.exactly_once = True
         self.service = service
         self.stream = stream
         self.durable = durable
