@@ -59,8 +59,10 @@ class TensorSpec(msgspec.Struct, kw_only=True):
 class RegisterModel(Command, kw_only=True, tag="model.register"):
     """``model.register``: register a model version from any pipeline.
 
-    ``artifact_uri`` is ``nats-obj://<bucket>/<object>`` (already uploaded), ``file:///...``
-    (under an allow-listed import root) or ``http(s)://...``. ``sha256`` is optional; when
+    ``artifact_uri`` is ``nats-obj://<bucket>/<object>`` (already stored),
+    ``upload://<id>?size=<bytes>&sha256=<hex>`` (staged by the pipeline on ``upload.<id>``),
+    ``file:///...`` (under an allow-listed import root) or ``http(s)://...`` (a public host, or
+    one in ``INFERLAB_FETCH_HOSTS``). ``sha256`` is optional; when
     given the artifact must hash to it. ``parent`` (a reference) and ``variant`` record lineage
     for derived models.
     """
