@@ -457,16 +457,22 @@ class Staging:
     async def ensure(self) -> None:
         """The stream exists (the services declare it at start); a user allowed to (admin, an
         unauthenticated embedded server) declares it itself."""
+        # Retried like every JetStream call of a transfer: during a cluster node's failover
+        # the lookup times out while a new stream leader is elected.
         try:
-            await self.bus.unless_denied(
-                self.bus.js.stream_info(UPLOADS_STREAM), f'publish to "$JS.API.STREAM.INFO.{UPLOADS_STREAM}'
+            await self.bus.retry_transient(
+                "the upload area",
+                lambda: self.bus.js.stream_info(UPLOADS_STREAM),
+                denied_if=f'publish to "$JS.API.STREAM.INFO.{UPLOADS_STREAM}',
             )
             return
         except nats.js.errors.NotFoundError:
             pass
         spec = next(s for s in stream_specs(self.bus.settings) if s.name == UPLOADS_STREAM)
         try:
-            await self.bus.unless_denied(self.bus.ensure_stream(spec), 'publish to "$JS.API.STREAM.')
+            await self.bus.retry_transient(
+                "the upload area", lambda: self.bus.ensure_stream(spec), denied_if='publish to "$JS.API.STREAM.'
+            )
         except PermissionDenied:
             raise ServiceUnavailable(
                 f"there is no upload area ({UPLOADS_STREAM} stream) yet and this user may not create it: "
