@@ -884,6 +884,26 @@ async def test_every_malformed_identity_gets_a_precise_rejection_that_fits_in_a_
             assert reply["type"] == "model.rejected" and reply["reason"] == reason, (change.keys(), reply)
             assert len(json.dumps(reply)) < 16_000, change.keys()  # far below the 1 MB payload
         assert all(w.dead_lettered == 0 for w in registry.workers)
+
+        # A command that does not even decode (a wrong type, a missing field) is answered too,
+        # when it names its sender; it is still dead-lettered, with its alert.
+        inbox = client.bus.nc.new_inbox()
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_answer(msg: Any) -> None:
+            await answers.put(msg.data)
+
+        await client.bus.nc.subscribe(inbox, cb=on_answer)
+        for body, field in (
+            ({"name": "ok", "version": 5, "artifact_uri": uri}, "version"),
+            ({"name": "n" * 900_000, "version": "1.0.0"}, "artifact_uri"),
+        ):
+            raw = {"type": "model.register", "event_id": new_id(), "reply_to": inbox, **body}
+            await client.bus.js.publish(subjects.REGISTER, json.dumps(raw).encode())
+            answer = json.loads(await asyncio.wait_for(answers.get(), timeout=30))
+            assert answer["type"] == "model.rejected" and answer["reason"] == "invalid_command", answer
+            assert field in answer["message"] and len(json.dumps(answer)) < 16_000
+        await eventually(lambda: _true(registry.workers[0].dead_lettered == 2), timeout=30, what="two dead letters")
     assert is_valid_name("ok") and not is_valid_name("ok\n") and not is_valid_version("1.0.0\n")
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import msgspec
@@ -142,7 +144,7 @@ class RegistryService:
                 service=SERVICE,
                 stream="MODELS",
                 durable="registry",
-                routes=[Route(subjects.REGISTER, RegisterModel, self.on_register)],
+                routes=[Route(subjects.REGISTER, RegisterModel, self.on_register, self.on_malformed)],
                 concurrency=self.settings.registry_concurrency,
             ),
             Worker(
@@ -202,6 +204,41 @@ class RegistryService:
                 "rejected", ref=f"{outcome.name}@{outcome.version}", reason=rej.reason.value, message=outcome.message
             )
         await self.bus.reply(cmd, outcome)
+
+    async def on_malformed(self, data: bytes, error: str) -> None:
+        """A ``model.register`` that does not decode (a wrong type, a missing field): when its
+        JSON names the sender (an event id, or an inbox to reply to), it gets a precise
+        ``invalid_command`` rejection instead of silence. The worker dead-letters it too."""
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(raw, dict):
+            return
+
+        def text(key: str, limit: int = ECHO_CHARS) -> str:
+            value = raw.get(key)
+            return _clip(value, limit) if isinstance(value, str) else ""
+
+        event_id = text("event_id", MAX_ID_CHARS)
+        reply_to = text("reply_to", 256)
+        if not event_id and not reply_to:
+            return  # nothing to attribute it to; the dead letter and its alert remain
+        outcome = ModelRejected(
+            event_id=f"rej-{event_id or new_id()}",
+            correlation_id=text("correlation_id", MAX_ID_CHARS),
+            name=text("name"),
+            version=text("version"),
+            variant=text("variant") or "base",
+            artifact_uri=_clip(_public_uri(text("artifact_uri", MAX_URI_CHARS)), MAX_URI_CHARS),
+            reason=RejectionReason.INVALID_COMMAND,
+            message=_clip(f"the command does not decode: {error.removeprefix('cannot decode RegisterModel: ')}", 2000),
+        )
+        await self.bus.publish(subjects.rejected(outcome.name), outcome)
+        await self.bus.reply(SimpleNamespace(reply_to=reply_to), outcome)
+        self.log.info(
+            "rejected", ref=f"{outcome.name}@{outcome.version}", reason="invalid_command", message=outcome.message
+        )
 
     async def register(self, cmd: RegisterModel) -> ModelRegistered:
         self._check_identity(cmd)
