@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_tls_ca: str | None = None
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
+    nats_inbox_prefix: str = ""
     connect_timeout_s: float = 2.0
     # --- data and logging ---
     home: str = msgspec.field(default_factory=_default_home)
@@ -43,8 +44,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alerts_max_age_days: float = 365.0
     telemetry_max_age_hours: float = 72.0
     telemetry_max_bytes: int = 1 << 30
+    uploads_max_age_hours: float = 24.0
+    uploads_max_bytes: int = 8 << 30
     artifact_bucket: str = "artifacts"
     registry_bucket: str = "registry"
+    announced_bucket: str = "announced"
+    announced_max_age_days: float = 30.0
     # --- consumers ---
     max_deliver: int = 5
     ack_wait_s: float = 30.0
@@ -55,8 +60,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_dataset_bytes: int = 2 << 30
     max_message_bytes: int = 1 << 20
     import_roots: tuple[str, ...] = ()
-    allowed_schemes: tuple[str, ...] = ("nats-obj", "file", "https", "http")
+    allowed_schemes: tuple[str, ...] = ("nats-obj", "upload", "file", "https", "http")
     http_timeout_s: float = 60.0
+    fetch_hosts: tuple[str, ...] = ()
+    fetch_allow_private: bool = False
     # --- registry ---
     registry_concurrency: int = 8
     # --- embedded server ---
@@ -96,6 +103,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_batch_size: int = 512
     validator_concurrency: int = 1
     validator_policy_dir: str = ""
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where this client's replies arrive: ``_INBOX.<user>`` for a named NATS user (the
+        shipped server config lets each user subscribe only there), ``_INBOX`` without one."""
+        if self.nats_inbox_prefix:
+            return self.nats_inbox_prefix.rstrip(".")
+        return f"_INBOX.{self.nats_user}" if self.nats_user else "_INBOX"
 
     @property
     def home_path(self) -> Path:
@@ -169,6 +184,7 @@ FIELD_DOCS: dict[str, str] = {
     "nats_tls_ca": "CA certificate to verify the NATS server (enables TLS).",
     "nats_tls_cert": "Client certificate for mutual TLS.",
     "nats_tls_key": "Client key for mutual TLS.",
+    "nats_inbox_prefix": "Prefix of this client's reply inboxes (default: _INBOX.<user> with a user, else _INBOX).",
     "connect_timeout_s": "Seconds to wait for the first NATS connection.",
     "home": "Data dir: embedded NATS store, DuckDB history, imports/, scratch space.",
     "log_level": "debug, info, warning or error.",
@@ -179,8 +195,12 @@ FIELD_DOCS: dict[str, str] = {
     "alerts_max_age_days": "Retention of the ALERTS stream.",
     "telemetry_max_age_hours": "Retention of the TELEMETRY stream by age.",
     "telemetry_max_bytes": "Retention of the TELEMETRY stream by size.",
+    "uploads_max_age_hours": "Hours a staged upload (upload://) is kept for the registry to take it in.",
+    "uploads_max_bytes": "Most bytes of staged uploads kept at once (a full area refuses new uploads).",
     "artifact_bucket": "Object Store bucket holding model and dataset blobs.",
     "registry_bucket": "Key-Value bucket holding registry metadata.",
+    "announced_bucket": "Key-Value bucket recording every fact a service published (exactly once).",
+    "announced_max_age_days": "Days a fact's record is kept (a redelivery later than this could republish it).",
     "max_deliver": "Deliveries before a failing message is dead-lettered.",
     "ack_wait_s": "Seconds before an unacknowledged message is redelivered (handlers heartbeat).",
     "fetch_batch": "Messages fetched per pull request.",
@@ -191,6 +211,9 @@ FIELD_DOCS: dict[str, str] = {
     "import_roots": "Folders file:// imports may read from (default: <home>/imports).",
     "allowed_schemes": "URI schemes accepted for artifacts and datasets.",
     "http_timeout_s": "Timeout for http(s) artifact downloads.",
+    "fetch_hosts": "Hosts (names, addresses or CIDR networks) http(s) URIs may name; empty: any public host. "
+    "A host listed here may resolve to a private address.",
+    "fetch_allow_private": "Let any http(s) host resolve to loopback, private or link-local addresses (dev only).",
     "registry_concurrency": "Registrations one registry replica handles at once.",
     "embedded_nats_port": "Client port of the embedded nats-server started by `inferlab up`.",
     "embedded_nats_monitor_port": "HTTP monitoring port of the embedded server (0 = off).",

@@ -22,11 +22,14 @@ and load time and memory are those of a cold process, as a model server would se
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
 import pickle
 import platform
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +37,7 @@ import tempfile
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,7 +456,8 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
     own child. The protocol's errors cross unchanged; a child that dies without a result (a
     segfault inside a runtime) becomes ``Crashed``."""
     limit = timeout_s if timeout_s is not None else spec.warmup_s + spec.max_duration_s + 120.0
-    with tempfile.TemporaryDirectory(prefix="inferlab-bench-") as tmp:
+    _clean_stale_folders_once()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.pickle", Path(tmp) / "result.pickle"
         spec_path.write_bytes(pickle.dumps(spec))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
@@ -466,6 +471,10 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
                 stderr=subprocess.PIPE,
                 timeout=limit,
                 check=False,
+                # Its own process group, and killed when this process dies (kill -9 included):
+                # an orphan would go on measuring beside the next benchmarker's run.
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except subprocess.TimeoutExpired:
             raise Crashed(f"the benchmark process did not finish within {limit:.0f}s") from None
@@ -482,6 +491,56 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
 
 
 _REPO = Path(__file__).resolve().parents[2]
+_TMP_PREFIX = "inferlab-bench-"
+_PR_SET_PDEATHSIG = 1
+_cleaned = False
+
+
+def _prctl() -> Any:
+    """libc's prctl, loaded in the parent: a forked child of a threaded process must not load
+    libraries (the loader's lock may be held by a thread that does not exist in the child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return setup
+
+
+def _clean_stale_folders_once() -> None:
+    """Remove the scratch folders of measurement processes whose benchmarker is gone (a
+    kill -9 skips the TemporaryDirectory cleanup); once per process."""
+    global _cleaned
+    if _cleaned:
+        return
+    _cleaned = True
+    for folder in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        owner = folder.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _child(argv: list[str]) -> int:
