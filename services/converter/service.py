@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import shutil
 import socket
@@ -30,7 +31,7 @@ import msgspec
 
 from services.converter import keys
 from services.converter.inputs import DATASET, InputError, InputSet, dataset_inputs, synthetic_inputs
-from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile
+from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile_isolated
 from services.converter.profiles import InvalidOptions, Profile, ProfileError, all_profiles, get_profile
 from services.converter.tolerances import check_tolerance
 from shared.artifacts import ArtifactStore, content_name
@@ -75,9 +76,11 @@ from shared.errors import (
     IntegrityError,
     InvalidDataset,
     InvalidReference,
+    NativeFailure,
     NotFound,
 )
 from shared.log import get_logger
+from shared.sandbox import SandboxPool, limits_for, pool_size
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
 
@@ -154,9 +157,17 @@ class ConverterService:
         self.host = socket.gethostname()
         self.log = get_logger()
         self.workers: list[Worker] = []
+        # Every conversion and parity check runs native code on a user's model: in workers.
+        self.sandbox = SandboxPool(
+            SERVICE,
+            size=pool_size(settings, settings.converter_concurrency),
+            preload=["onnxruntime", "services.converter.pipeline", "services.converter.profiles"],
+            max_tasks=settings.sandbox_max_tasks,
+        )
 
     async def start(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
+        await self.sandbox.start()
         self.trt_cache.mkdir(parents=True, exist_ok=True)
         await self.store.ensure()
         self.workers = [
@@ -174,7 +185,7 @@ class ConverterService:
         ]
 
     async def stop(self) -> None:
-        pass
+        await self.sandbox.close()
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -318,7 +329,7 @@ class ConverterService:
         job.plan = DataPlan(
             dataset=job.dataset,
             calibration=job.calibration,
-            synthetic=lambda: synthetic_inputs(specs, samples=samples, seed=seed, shapes=shapes),
+            synthetic=functools.partial(synthetic_inputs, specs, samples=samples, seed=seed, shapes=shapes),
         )
         job.references = References(job.source)
 
@@ -392,7 +403,20 @@ class ConverterService:
             variant=variant,
         )
         try:
-            result = await asyncio.to_thread(run_profile, run)
+            result = await self.sandbox.run(
+                run_profile_isolated,
+                run,
+                str(job.workdir),
+                limits=limits_for(
+                    self.settings, self.settings.sandbox_convert_timeout_s, model_bytes=record.size_bytes
+                ),
+                step=f"{profile_id} conversion",
+            )
+        except NativeFailure as exc:
+            # The runtime crashed, hung or blew its memory limit on this model: final, since
+            # the same bytes would do it again; the worker was replaced.
+            self.log.warning("conversion_native_failure", ref=job.ref, profile=profile_id, reason=exc.code)
+            return self._failed(job, profile_id, exc.code, f"{profile_id}: {exc.message}", None, key)
         except ConversionFailure as failure:
             if failure.skipped:
                 return self._skipped(job, profile_id, failure.reason, failure.message, key)
