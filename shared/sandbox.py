@@ -74,12 +74,18 @@ class Limits:
     cpu_s: float | None = None
 
 
-def limits_for(settings: Any, timeout_s: float, *, model_bytes: int = 0) -> Limits:
+def limits_for(settings: Any, timeout_s: float | None, *, model_bytes: int = 0, gpu: bool = False) -> Limits:
     """The limits of one native task on a model of ``model_bytes``: memory headroom is the
     larger of ``sandbox_memory_bytes`` and ``sandbox_memory_model_factor`` x the model; CPU
-    time is the wall timeout on every core (a backstop: the wall timeout is what bites)."""
+    time is the wall timeout on every core (a backstop: the wall timeout is what bites). A
+    task on a GPU gets no address-space limit: CUDA maps far more virtual memory than any
+    sane limit (device memory is the GPU runtime's to refuse)."""
     memory = max(int(settings.sandbox_memory_bytes), int(settings.sandbox_memory_model_factor * model_bytes))
-    return Limits(timeout_s=timeout_s, memory_bytes=memory, cpu_s=timeout_s * (os.cpu_count() or 1))
+    return Limits(
+        timeout_s=timeout_s,
+        memory_bytes=None if gpu else memory,
+        cpu_s=None if timeout_s is None else timeout_s * (os.cpu_count() or 1),
+    )
 
 
 # --- inside the worker -------------------------------------------------------------------------
@@ -155,7 +161,13 @@ def limits_env(limits: Limits) -> dict[str, str]:
     }
 
 
+FAULT_ENV = "INFERLAB_SANDBOX_FAULT"
+
+
 def apply_limits_from_env() -> Limits | None:
+    """In a child started with ``limits_env``: apply its limits. Test-only: with
+    ``INFERLAB_SANDBOX_FAULT`` set (``segv``, ``abort``, ``hang``), die that way instead."""
+    _inject(os.environ.get(FAULT_ENV))
     raw = os.environ.get("INFERLAB_SANDBOX_LIMITS")
     if not raw:
         return None
@@ -212,13 +224,7 @@ def _run_task(channel: _Channel, task: tuple[Any, ...]) -> None:
     channel.send(("step", label, None))
     retire = False
     try:
-        if fault == "segv":
-            os.kill(os.getpid(), signal.SIGSEGV)
-        elif fault == "abort":
-            os.abort()
-        elif fault == "hang":
-            while True:
-                time.sleep(1)
+        _inject(fault)
         func: Any = importlib.import_module(module)
         for part in qualname.split("."):
             func = getattr(func, part)
@@ -243,6 +249,16 @@ def _run_task(channel: _Channel, task: tuple[Any, ...]) -> None:
         channel.send(reply)
     except Exception as exc:  # an unpicklable result
         channel.send(("error", _pack_exception(TypeError(f"the task's result cannot be sent: {exc}")), retire))
+
+
+def _inject(fault: str | None) -> None:
+    if fault == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "abort":
+        os.abort()
+    elif fault == "hang":
+        while True:
+            time.sleep(1)
 
 
 def _set_parent_death_signal() -> None:

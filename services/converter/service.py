@@ -408,7 +408,10 @@ class ConverterService:
                 run,
                 str(job.workdir),
                 limits=limits_for(
-                    self.settings, self.settings.sandbox_convert_timeout_s, model_bytes=record.size_bytes
+                    self.settings,
+                    self.settings.sandbox_convert_timeout_s,
+                    model_bytes=record.size_bytes,
+                    gpu=profile.output_format == FORMAT_TENSORRT,
                 ),
                 step=f"{profile_id} conversion",
             )
