@@ -97,6 +97,7 @@ class _Channel:
     def __init__(self, out: Any) -> None:
         self.out = out
         self.last: tuple[str, dict[str, list[int]] | None] | None = None
+        self.out_of_memory: BaseException | None = None
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -113,6 +114,15 @@ def step(name: str, shapes: dict[str, list[int]] | None = None) -> None:
     if note != _channel.last:
         _channel.last = note
         _channel.send(("step", name, shapes))
+
+
+def note_failure(exc: BaseException) -> None:
+    """Tell the sandbox about an exception from a native call that the caller handles (turns
+    into a finding, a skipped check): if it is a refused allocation, the task ends as
+    ``NativeOutOfMemory`` whatever it returns, since what it computed ran short of memory. A
+    no-op outside a sandbox worker."""
+    if _channel is not None and _channel.out_of_memory is None:
+        _channel.out_of_memory = out_of_memory_cause(exc)
 
 
 def out_of_memory_cause(exc: BaseException) -> BaseException | None:
@@ -221,6 +231,7 @@ class SandboxTaskError(InferlabError):
 def _run_task(channel: _Channel, task: tuple[Any, ...]) -> None:
     _, module, qualname, args, kwargs, limits, label, want_progress, fault = task
     channel.last = None
+    channel.out_of_memory = None
     channel.send(("step", label, None))
     retire = False
     try:
@@ -236,9 +247,12 @@ def _run_task(channel: _Channel, task: tuple[Any, ...]) -> None:
         finally:
             clear_limits()
         reply: tuple[Any, ...] = ("ok", value, False)
+        if channel.out_of_memory is not None:
+            oom = channel.out_of_memory
+            reply = ("oom", f"{type(oom).__name__}: {str(oom)[:300]}", True)
     except BaseException as exc:  # everything crosses: the parent decides what it means
         clear_limits()
-        oom = out_of_memory_cause(exc)
+        oom = channel.out_of_memory or out_of_memory_cause(exc)
         if oom is not None:
             # An allocator that failed once may have left the heap in any state: retire.
             retire = True
@@ -652,6 +666,7 @@ __all__ = [
     "failure_from_exit",
     "limits_env",
     "limits_for",
+    "note_failure",
     "out_of_memory_cause",
     "pool_size",
     "step",
