@@ -4,6 +4,7 @@ profiles of the job and the converter itself carry on; nothing is redelivered or
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from shared.config import Settings
 from shared.contracts.conversion import ConversionFailed, ModelConverted
 from shared.sdk import Client
 from tests.support.models import mlp
-from tests.support.sandbox_models import allocating_model, endless_model
+from tests.support.sandbox_models import allocating_model, endless_model, nchwc_crash_model
 from tests.support.services import running
 
 
@@ -83,4 +84,28 @@ async def test_a_model_that_never_finishes_times_out(settings: Settings, tmp_pat
         (outcome,) = await client.convert("endless@1.0.0", profiles=["ort-opt"], timeout=120)
         assert isinstance(outcome, ConversionFailed) and outcome.reason == "timed_out", outcome
         assert "3 s" in outcome.message
+        assert service.workers[0].dead_lettered == 0
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="NchwcTransformer runs on x86_64 only")
+async def test_issue_15_encoder_fp16_variant_crashes_the_runtime_and_is_reported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The real reproducer: the fp16 variant of a recurrent encoder makes ONNX Runtime segfault
+    while loading it (microsoft/onnxruntime#28392); the profile fails as ``crashed``, saying
+    where, and the job's other profile converts."""
+    settings = _quick(settings)
+    async with (
+        running(settings, RegistryService),
+        running(settings, ConverterService) as service,
+        await Client.connect(settings) as client,
+    ):
+        assert isinstance(service, ConverterService)
+        await client.register(nchwc_crash_model(tmp_path / "encoder.onnx"), name="encoder", version="1.0.0")
+        outcomes = await client.convert("encoder@1.0.0", profiles=["fp16", "ort-opt"], timeout=120)
+        by_profile = {o.profile: o for o in outcomes}
+        crashed = by_profile["fp16"]
+        assert isinstance(crashed, ConversionFailed) and crashed.reason == "crashed", crashed
+        assert "SIGSEGV" in crashed.message and "loading the fp16 variant" in crashed.message
+        assert isinstance(by_profile["ort-opt"], ModelConverted)
         assert service.workers[0].dead_lettered == 0

@@ -4,6 +4,7 @@ limits become precise exceptions, the pool keeps serving, other tasks are untouc
 from __future__ import annotations
 
 import asyncio
+import platform
 import resource
 import signal
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from shared.config import Settings
 from shared.errors import NativeCrash, NativeOutOfMemory, NativeTimeout
 from shared.sandbox import Limits, SandboxPool, failure_from_exit, limits_for
 from tests.support import sandbox_tasks as tasks
-from tests.support.sandbox_models import allocating_model, endless_model
+from tests.support.sandbox_models import allocating_model, endless_model, nchwc_crash_model
 
 
 @pytest.fixture
@@ -191,3 +192,17 @@ def test_limits_are_sized_from_the_model() -> None:
     assert small.memory_bytes == settings.sandbox_memory_bytes
     assert big.memory_bytes == int(settings.sandbox_memory_model_factor * (1 << 30))
     assert small.timeout_s == 10.0 and small.cpu_s is not None and small.cpu_s >= 10.0
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="NchwcTransformer runs on x86_64 only")
+async def test_upstream_reproducer_float16_encoder_crashes_onnxruntime(pool: SandboxPool, tmp_path: Path) -> None:
+    """Issue 15's crash, cut down: ONNX Runtime's NchwcTransformer segfaults creating a session
+    on this float16 graph (microsoft/onnxruntime#28392). When an upgrade fixes it, this test
+    fails: drop the entry in docs/reliability.md then."""
+    model = nchwc_crash_model(tmp_path / "encoder16.onnx", float16=True)
+    with pytest.raises(NativeCrash) as caught:
+        await pool.run(tasks.run_model, str(model), step="loading the model")
+    assert caught.value.signal_name == "SIGSEGV" and caught.value.step == "loading the model"
+    # the float32 original loads and runs
+    fp32 = nchwc_crash_model(tmp_path / "encoder32.onnx")
+    assert len(await pool.run(tasks.run_model, str(fp32))) == 1 * 4 * 3  # (batch, time, classes)

@@ -79,6 +79,8 @@ def run_model(path: str, rows: int = 1) -> list[float]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.ones((rows, 4), dtype=np.float32)}
+    first = session.get_inputs()[0]
+    shape = [rows] + [d if isinstance(d, int) else 4 for d in first.shape[1:]]
+    feed = {first.name: np.ones(shape, dtype=np.float32)}
     sandbox.step("inference", {k: list(v.shape) for k, v in feed.items()})
     return [float(v) for v in session.run(None, feed)[0].ravel()]
