@@ -103,6 +103,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_batch_size: int = 512
     validator_concurrency: int = 1
     validator_policy_dir: str = ""
+    # --- sandbox: native calls on users' models (block owned by shared/sandbox.py) ---
+    sandbox_workers: int = 2
+    sandbox_memory_bytes: int = 4 << 30
+    sandbox_memory_model_factor: float = 16.0
+    sandbox_verify_timeout_s: float = 300.0
+    sandbox_convert_timeout_s: float = 3600.0
+    sandbox_validate_timeout_s: float = 3600.0
+    sandbox_max_tasks: int = 200
 
     @property
     def inbox_prefix(self) -> str:
@@ -251,6 +259,14 @@ FIELD_DOCS: dict[str, str] = {
     "validator_batch_size": "Samples per inference call (a model with a fixed batch size uses its own).",
     "validator_concurrency": "Validations one validator replica runs at once.",
     "validator_policy_dir": "Folder of per-model policy files <name>.json|.toml (default: <home>/policies).",
+    # sandbox
+    "sandbox_workers": "Most sandbox worker processes per service (capped by its concurrency); one starts with it.",
+    "sandbox_memory_bytes": "Least address space one native call on a model may add (RLIMIT_AS headroom).",
+    "sandbox_memory_model_factor": "Headroom as a multiple of the model's size when that is larger.",
+    "sandbox_verify_timeout_s": "Longest wall time of the registry's verification of one model.",
+    "sandbox_convert_timeout_s": "Longest wall time of one profile's conversion and parity check.",
+    "sandbox_validate_timeout_s": "Longest wall time of one validation's suite (inference and checks).",
+    "sandbox_max_tasks": "Tasks a sandbox worker runs before it is replaced by a fresh one.",
 }
 SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
 

@@ -48,13 +48,14 @@ from services.benchmarker.runners import (
     GPU_PROVIDERS,
     TENSORRT_ENGINE,
     BenchmarkError,
-    Crashed,
     InvalidConfig,
     OrtRunner,
     RunFailed,
     TensorRTEngineRunner,
 )
 from services.benchmarker.stats import is_stable
+from shared import sandbox
+from shared.errors import NativeOutOfMemory, NativeTimeout
 from shared.inputs import draw, shape_at
 
 MIN_WINDOW_SAMPLES = 10
@@ -448,19 +449,23 @@ def _first_line(exc: BaseException) -> str:
 # --- isolation -------------------------------------------------------------------------------------
 
 
-def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Measurement:
+def measure_isolated(
+    spec: MeasureSpec, *, timeout_s: float | None = None, limits: sandbox.Limits | None = None
+) -> Measurement:
     """``measure`` in a fresh ``python -m services.benchmarker.protocol`` process (blocking;
     call from a thread). A plain child process rather than multiprocessing's spawn, which
     re-imports the caller's ``__main__`` and so breaks scripts without a main guard. The spec and
     the result travel as pickles through a private temporary folder between this process and its
     own child. The protocol's errors cross unchanged; a child that dies without a result (a
-    segfault inside a runtime) becomes ``Crashed``."""
+    segfault inside a runtime), runs past ``timeout_s`` or past ``limits`` (applied in the child:
+    shared/sandbox.py) becomes ``NativeCrash`` / ``NativeTimeout`` / ``NativeOutOfMemory``."""
     limit = timeout_s if timeout_s is not None else spec.warmup_s + spec.max_duration_s + 120.0
     _clean_stale_folders_once()
     with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.pickle", Path(tmp) / "result.pickle"
         spec_path.write_bytes(pickle.dumps(spec))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
+        env.update(sandbox.limits_env(limits) if limits is not None else {})
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "services.benchmarker.protocol", str(spec_path), str(result_path)],
@@ -477,13 +482,10 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
                 preexec_fn=_die_with_parent(os.getpid()),
             )
         except subprocess.TimeoutExpired:
-            raise Crashed(f"the benchmark process did not finish within {limit:.0f}s") from None
+            raise NativeTimeout(f"the benchmark process did not finish within {limit:.0f} s", step=_STEP) from None
         if not result_path.exists():
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
-            raise Crashed(
-                f"the benchmark process died with exit code {proc.returncode} "
-                f"(the runtime crashed on this model?){': ' + ' | '.join(tail) if tail else ''}"
-            )
+            raise sandbox.failure_from_exit(proc.returncode, " | ".join(tail), step=_STEP)
         outcome = pickle.loads(result_path.read_bytes())
     if isinstance(outcome, BaseException):
         raise outcome
@@ -491,6 +493,7 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
 
 
 _REPO = Path(__file__).resolve().parents[2]
+_STEP = "benchmark measurement (loading the model, warm-up, timed runs)"
 _TMP_PREFIX = "inferlab-bench-"
 _PR_SET_PDEATHSIG = 1
 _cleaned = False
@@ -551,11 +554,16 @@ def _child(argv: list[str]) -> int:
 
     spec = pickle.loads(spec_path.read_bytes())
     try:
+        sandbox.apply_limits_from_env()
         outcome: Any = protocol.measure(spec)
-    except BenchmarkError as exc:
-        outcome = exc
     except Exception as exc:
-        outcome = RunFailed(f"{type(exc).__name__}: {_first_line(exc)}")
+        oom = sandbox.out_of_memory_cause(exc)
+        if oom is not None:
+            outcome = NativeOutOfMemory(f"the model needed more than its memory limit: {_first_line(oom)}", step=_STEP)
+        elif isinstance(exc, BenchmarkError):
+            outcome = exc
+        else:
+            outcome = RunFailed(f"{type(exc).__name__}: {_first_line(exc)}")
     partial = result_path.with_suffix(".partial")
     partial.write_bytes(pickle.dumps(outcome))
     partial.replace(result_path)

@@ -73,11 +73,16 @@ from shared.errors import (
     IntegrityError,
     InvalidDataset,
     InvalidReference,
+    NativeCrash,
+    NativeFailure,
+    NativeOutOfMemory,
+    NativeTimeout,
     UnknownModel,
 )
 from shared.fetch import fetch_to_file, policy_from_settings
 from shared.inputs import InputError, Resolution, resolve_model
 from shared.log import get_logger
+from shared.sandbox import SandboxPool, limits_for, pool_size
 from shared.worker import Delivery, Route, Worker
 
 SERVICE = "registry"
@@ -134,9 +139,17 @@ class RegistryService:
         self.log = get_logger()
         self.workers: list[Worker] = []
         self._sweeper: asyncio.Task[None] | None = None
+        # onnx's checker and shape inference run on untrusted bytes: in worker processes.
+        self.sandbox = SandboxPool(
+            SERVICE,
+            size=pool_size(settings, settings.registry_concurrency),
+            preload=["services.registry.service"],
+            max_tasks=settings.sandbox_max_tasks,
+        )
 
     async def start(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
+        await self.sandbox.start()
         await self.artifacts.ensure()
         await self.store.open()
         self._sweeper = asyncio.create_task(self._sweep_orphans(), name="orphan-sweeper")
@@ -168,6 +181,7 @@ class RegistryService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.store.close()
+        await self.sandbox.close()
 
     async def _sweep_orphans(self) -> None:
         """An upload killed mid-way (this registry, another replica, a pipeline's SDK) leaves
@@ -288,11 +302,20 @@ class RegistryService:
                     else None
                 )
                 try:
-                    facts = await asyncio.to_thread(
-                        verify_untrusted, fetched.path, external_data_dir=external_dir, workdir=workdir
+                    facts = await self.sandbox.run(
+                        verify_untrusted,
+                        fetched.path,
+                        external_data_dir=external_dir,
+                        workdir=workdir,
+                        limits=limits_for(
+                            self.settings, self.settings.sandbox_verify_timeout_s, model_bytes=fetched.size
+                        ),
+                        step="verification (onnx.checker, shape inference)",
                     )
                 except VerificationError as exc:
                     raise Rejection(exc.reason, exc.message, fetched.sha256) from None
+                except NativeFailure as exc:
+                    raise Rejection(_native_reason(exc), exc.message, fetched.sha256) from None
             stored_sha = (
                 fetched.sha256 if facts.path == fetched.path else await asyncio.to_thread(sha256_file, facts.path)
             )
@@ -697,6 +720,15 @@ def _clip(text: str | None, limit: int = ECHO_CHARS) -> str:
     """At most ``limit`` characters of an echoed field, marked when cut."""
     text = text or ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _native_reason(exc: NativeFailure) -> RejectionReason:
+    if isinstance(exc, NativeTimeout):
+        return RejectionReason.TIMED_OUT
+    if isinstance(exc, NativeOutOfMemory):
+        return RejectionReason.OUT_OF_MEMORY
+    assert isinstance(exc, NativeCrash)
+    return RejectionReason.RUNTIME_CRASHED
 
 
 def _mark_announced(record: ModelRecord) -> None:

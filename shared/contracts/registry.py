@@ -33,6 +33,10 @@ class RejectionReason(StrEnum):
     INVALID_DATASET = "invalid_dataset"
     INVALID_COMMAND = "invalid_command"
     UNSUPPORTED_FORMAT = "unsupported_format"
+    # Verification ran in a sandbox worker that did not answer (shared/sandbox.py).
+    RUNTIME_CRASHED = "runtime_crashed"
+    TIMED_OUT = "timed_out"
+    OUT_OF_MEMORY = "out_of_memory"
 
 
 # Artifact formats. "tensorrt-engine" is a serialized TensorRT engine made by the converter from
