@@ -509,13 +509,18 @@ class RegistryService:
         sample = workdir / "sample.npz"
         dataset = workdir / "dataset.npz"
         try:
-            resolution = await asyncio.to_thread(
+            # Trial runs execute the user's graph: in the sandbox, like verification.
+            resolution = await self.sandbox.run(
                 resolve_model,
                 path,
                 specs=list(cmd.input_specs),
                 sample_path=sample if sample.exists() else None,
                 dataset_path=dataset if dataset.exists() else None,
                 parent=list(parent.resolved_inputs) if parent else None,
+                limits=limits_for(
+                    self.settings, self.settings.sandbox_verify_timeout_s, model_bytes=path.stat().st_size
+                ),
+                step="input resolution (trial runs on the model)",
             )
         except InputError as exc:
             reason = (
@@ -526,6 +531,8 @@ class RegistryService:
             raise Rejection(reason, exc.message, model_sha) from None
         except InvalidDataset as exc:
             raise Rejection(RejectionReason.INVALID_DATASET, f"sample: {exc.message}", model_sha) from None
+        except NativeFailure as exc:
+            raise Rejection(_native_reason(exc), exc.message, model_sha) from None
         if resolution.status == INPUTS_NEED_SPEC:
             resolution.message = resolution.message.replace(
                 "--name NAME --version VERSION", f"--name {cmd.name} --version {cmd.version}"
