@@ -44,10 +44,14 @@ async def test_a_verification_past_its_timeout_is_rejected_as_timed_out(settings
     async with running(settings, RegistryService) as service, await Client.connect(settings) as client:
         registry = _registry(service)
         registry.sandbox.inject_fault = "hang"
-        hung, fine = await asyncio.gather(
-            client.register(model, name="hung", version="1.0.0"),
-            client.register(model, name="other", version="1.0.0"),
-            return_exceptions=True,
+        hanging = asyncio.create_task(client.register(model, name="hung", version="1.0.0"))
+        # The other registration starts once the hung one's first sandbox task has taken the
+        # fault, so it is the hung one that hangs, with the other in flight beside it.
+        async with asyncio.timeout(30):
+            while registry.sandbox.inject_fault is not None:  # noqa: ASYNC110 (the pool has no event for it)
+                await asyncio.sleep(0.01)
+        fine, hung = await asyncio.gather(
+            client.register(model, name="other", version="1.0.0"), hanging, return_exceptions=True
         )
         assert isinstance(hung, Rejected) and hung.code == "timed_out", hung
         assert not isinstance(fine, BaseException), fine
