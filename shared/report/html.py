@@ -98,6 +98,12 @@ def _limit(c: CriterionResult) -> str:
     return f"{esc(c.op)} {c.limit:g}"
 
 
+def _shape(shape: list[int | str | None] | None) -> str:
+    # Non-tensor values (skl2onnx's ZipMap ``seq(map(int64,float32))``) carry no shape: the type
+    # as written says it all.
+    return "" if shape is None else esc(str(list(shape)))
+
+
 def _header(report: ModelReport) -> str:
     r = report.record
     s = report.subject
@@ -106,7 +112,7 @@ def _header(report: ModelReport) -> str:
         badge += ("READY" if s.validation.ready else "NOT READY") + "</span>"
     else:
         badge = '<span class="badge unknown">NOT VALIDATED</span>'
-    io = lambda specs: ", ".join(f"{esc(t.name)} {esc(t.dtype)}{list(t.shape)}" for t in specs)  # noqa: E731
+    io = lambda specs: ", ".join(f"{esc(t.name)} {esc(t.dtype)}{_shape(t.shape)}" for t in specs)  # noqa: E731
     facts = [
         ("task", r.task or "?"),
         ("size", f"{r.size_bytes:,} bytes"),
