@@ -23,6 +23,7 @@ from shared.cli.output import (
     transfer_progress,
     when,
 )
+from shared.contracts.identity import BASE_VARIANT
 from shared.contracts.registry import INPUTS_NEED_SPEC, FindModels, InputSpec, ListModels, ModelRecord, ModelView
 from shared.errors import InferlabError, Rejected
 from shared.sdk import Client
@@ -363,7 +364,9 @@ def _model_row(view: ModelView) -> list[Any]:
         r.task or "",
         human_bytes(r.size_bytes),
         f"{r.parameter_count:,}",
-        ",".join(view.aliases),
+        # name@alias resolves to the base of the version only: showing it on the variants' rows
+        # would read as if it pointed at each of them
+        ",".join(view.aliases) if r.variant == BASE_VARIANT else "",
         fmt_ms(s.p99_ms if s else None),
         "" if not s or s.accuracy is None else f"{s.accuracy:.4f}",
         when(r.created_at),
