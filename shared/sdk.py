@@ -377,10 +377,13 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         self,
         subject: str = "alerts.>",
         *,
-        replay: bool = False,
+        replay: bool = True,
         idle_timeout: float | None = None,
         stored_only: bool = False,
     ) -> AsyncIterator[StreamEvent]:
+        """Alerts on ``subject``: by default first every stored one a late subscriber missed
+        (the ALERTS stream keeps a year), then new ones as they come; ``replay=False`` follows
+        new ones only. ``stored_only`` and ``idle_timeout`` as for ``events``."""
         return self.events(subject, replay=replay, idle_timeout=idle_timeout, stored_only=stored_only)
 
     async def wait_for_verdict(
