@@ -86,5 +86,6 @@ def test_intervals_print_enough_digits_to_differ() -> None:
 
     assert interval(0.005912, 0.005987) == "0.00591-0.00599"
     assert interval(0.0059121, 0.0059123) == "0.0059121-0.0059123"
-    assert interval(1.5, 1.5) == "1.5-1.5"
+    assert interval(0.00594, 0.005944) == "0.005940-0.005944"  # the same digits on both ends
+    assert interval(1.5, 1.5) == "1.50-1.50"
     assert interval(12.34, 56.78) == "12.3-56.8"

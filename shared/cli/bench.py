@@ -333,7 +333,7 @@ def interval(low: float, high: float, digits: int = 3) -> str:
     """``low-high`` with as many significant digits as it takes for the two ends to differ
     (``0.005912-0.005987``, never ``0.0059-0.0059``)."""
     for d in range(digits, 12):
-        a, b = f"{low:.{d}g}", f"{high:.{d}g}"
+        a, b = f"{low:#.{d}g}", f"{high:#.{d}g}"  # '#': both ends keep their trailing zeros
         if a != b or low == high:
             return f"{a}-{b}"
     return f"{low!r}-{high!r}"
