@@ -9,6 +9,15 @@ consumer straight into the file, and written with a window of in-flight publishe
 
 Every transfer hashes as it goes and is verified against the object's SHA-256 digest (and a
 caller's expected sha256); neither side holds a whole model in memory.
+
+Only the services write the object store. Anyone else (a pipeline's SDK) uploads into the
+UPLOADS staging stream (``Staging``): chunks on ``upload.<random id>``, a stream that refuses
+rollup headers, deletes and purges and forgets by age. The upload is named by
+``upload://<id>?size=<bytes>&sha256=<hex>``; the service that takes it in (the registry for
+models and datasets, the validator and converter for a dataset or calibration set) reads the
+chunks, checks size and digest, and stores what it keeps in the object store itself. A
+writer of ``$O.<bucket>.>`` could erase the whole bucket with one ``Nats-Rollup: all``
+header (the object store needs rollups for its metadata), so no untrusted user holds it.
 """
 
 from __future__ import annotations
@@ -19,21 +28,26 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import nats.errors
 import nats.js.errors
 from nats.js import api as js_api
 
-from shared.bus import Bus
-from shared.errors import ArtifactError, ArtifactNotFound, ArtifactTooLarge, IntegrityError
+from shared.bus import UPLOADS_STREAM, Bus, PermissionDenied, stream_specs
+from shared.errors import ArtifactError, ArtifactNotFound, ArtifactTooLarge, IntegrityError, ServiceUnavailable
 
 SCHEME = "nats-obj"
+UPLOAD_SCHEME = "upload"
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CHUNK_SIZE = 512 * 1024
 PUBLISH_WINDOW = 64  # chunks in flight (32 MiB) before waiting for acks
 _ROLLUP = {"Nats-Rollup": "sub"}
@@ -169,6 +183,15 @@ class ArtifactStore:
                         replicas=self.bus.settings.stream_replicas,
                         description="inferlab model and dataset artifacts",
                     ),
+                )
+        # Rollups stay allowed (the object store's metadata needs them), so only services may
+        # write here; single messages are never deleted through the API either.
+        info = await self.bus.js.stream_info(self.stream)
+        if not info.config.deny_delete:
+            info.config.deny_delete = True
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await self.bus.unless_denied(
+                    self.bus.js.update_stream(info.config), f'publish to "$JS.API.STREAM.UPDATE.{self.stream}'
                 )
 
     async def _meta(self, name: str) -> dict | None:
@@ -381,3 +404,173 @@ class ArtifactStore:
         )
         with contextlib.suppress(Exception):
             await self._purge(f"$O.{self.bucket}.C.{meta['nuid']}")
+
+
+# --- staged uploads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """A file in the UPLOADS staging stream: chunks on ``upload.<id>``."""
+
+    id: str
+    size: int
+    sha256: str
+
+    @property
+    def subject(self) -> str:
+        return f"upload.{self.id}"
+
+    @property
+    def uri(self) -> str:
+        return f"{UPLOAD_SCHEME}://{self.id}?size={self.size}&sha256={self.sha256}"
+
+
+def parse_upload_uri(uri: str) -> StagedUpload:
+    """``upload://<32 hex>?size=<bytes>&sha256=<64 hex>``; anything else is ``invalid_uri``."""
+    parsed = urlparse(uri)
+    query = parse_qs(parsed.query)
+    size = query.get("size", [""])[0]
+    sha = query.get("sha256", [""])[0]
+    if (
+        parsed.scheme != UPLOAD_SCHEME
+        or not _UPLOAD_ID.fullmatch(parsed.netloc)
+        or parsed.path not in ("", "/")
+        or not size.isdigit()
+        or len(size) > 15
+        or not _SHA256_HEX.fullmatch(sha)
+    ):
+        raise ArtifactError(
+            f"not a staged upload URI: {uri[:200]!r} "
+            f"(expected {UPLOAD_SCHEME}://<32 hex>?size=<bytes>&sha256=<64 hex>)",
+            code="invalid_uri",
+        )
+    return StagedUpload(parsed.netloc, int(size), sha)
+
+
+class Staging:
+    """Uploads into, and reads out of, the UPLOADS staging stream."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def ensure(self) -> None:
+        """The stream exists (the services declare it at start); a user allowed to (admin, an
+        unauthenticated embedded server) declares it itself."""
+        # Retried like every JetStream call of a transfer: during a cluster node's failover
+        # the lookup times out while a new stream leader is elected.
+        try:
+            await self.bus.retry_transient(
+                "the upload area",
+                lambda: self.bus.js.stream_info(UPLOADS_STREAM),
+                denied_if=f'publish to "$JS.API.STREAM.INFO.{UPLOADS_STREAM}',
+            )
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        spec = next(s for s in stream_specs(self.bus.settings) if s.name == UPLOADS_STREAM)
+        try:
+            await self.bus.retry_transient(
+                "the upload area", lambda: self.bus.ensure_stream(spec), denied_if='publish to "$JS.API.STREAM.'
+            )
+        except PermissionDenied:
+            raise ServiceUnavailable(
+                f"there is no upload area ({UPLOADS_STREAM} stream) yet and this user may not create it: "
+                "start the platform's services (`inferlab up`), which declare it"
+            ) from None
+
+    async def put_file(self, path: Path, *, progress: Progress | None = None) -> StagedUpload:
+        """Stage ``path`` under a fresh random id. An attempt cut off by a failover starts
+        again under a new id (the partial one expires)."""
+        reported = _HighWater(progress)
+        return await self.bus.retry_transient(
+            f"upload of {path.name}",
+            lambda: self._put_once(path, reported),
+            denied_if=('publish to "upload.', 'publish to "$JS.API.'),
+        )
+
+    async def _put_once(self, path: Path, progress: _HighWater) -> StagedUpload:
+        progress.restart()
+        upload_id = secrets.token_hex(16)
+        subject = f"upload.{upload_id}"
+        h = hashlib.sha256()
+        size = 0
+        pending: list[asyncio.Future[js_api.PubAck]] = []
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(CHUNK_SIZE):
+                    h.update(block)
+                    pending.append(await self.bus.js.publish_async(subject, block, wait_stall=30.0))
+                    size += len(block)
+                    if len(pending) >= PUBLISH_WINDOW:
+                        await _acked(pending)
+                        pending.clear()
+                    progress(len(block))
+            await _acked(pending)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        return StagedUpload(upload_id, size, h.hexdigest())
+
+    async def get_to_file(
+        self, staged: StagedUpload, dest: Path, *, max_bytes: int | None = None, idle_timeout: float = 30.0
+    ) -> StoredArtifact:
+        """Read a staged upload into ``dest``; its size and digest must be the URI's."""
+        if max_bytes is not None and staged.size > max_bytes:
+            raise ArtifactTooLarge(staged.size, max_bytes)
+        if staged.size > 0:
+            try:
+                await self.bus.retry_transient(
+                    f"upload {staged.id}", lambda: self.bus.js.get_last_msg(UPLOADS_STREAM, staged.subject)
+                )
+            except nats.js.errors.NotFoundError:
+                raise ArtifactNotFound(
+                    f"no staged upload {staged.id} (uploads are kept {self.bus.settings.uploads_max_age_hours:g} h)"
+                ) from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".partial")
+        h = hashlib.sha256()
+        received = 0
+        with open(partial, "wb") as out:
+            if staged.size > 0:
+                done = asyncio.Event()
+
+                async def on_chunk(chunk: Any) -> None:
+                    # Stop at the announced size: chunks someone appended later are not read.
+                    nonlocal received
+                    if received >= staged.size:
+                        return
+                    data = chunk.data[: staged.size - received]
+                    h.update(data)
+                    out.write(data)
+                    received += len(data)
+                    if received >= staged.size:
+                        done.set()
+
+                sub = await self.bus.retry_transient(
+                    f"upload {staged.id}",
+                    lambda: self.bus.js.subscribe(
+                        staged.subject, stream=UPLOADS_STREAM, ordered_consumer=True, cb=on_chunk
+                    ),
+                )
+                try:
+                    while not done.is_set():
+                        before = received
+                        try:
+                            await asyncio.wait_for(done.wait(), timeout=idle_timeout)
+                        except TimeoutError:
+                            if received == before:
+                                raise ArtifactError(
+                                    f"staged upload {staged.id} ends at {received} of {staged.size} bytes",
+                                    code="fetch_failed",
+                                ) from None
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+        actual = h.hexdigest()
+        if received != staged.size or actual != staged.sha256:
+            partial.unlink(missing_ok=True)
+            raise IntegrityError(staged.sha256, actual, what=f"staged upload {staged.id}")
+        os.replace(partial, dest)
+        return StoredArtifact("", staged.id, received, actual)

@@ -1,7 +1,8 @@
 """The thin typed wrapper over nats-py that every service and client uses.
 
 - ``Bus.connect``: one connection with unlimited reconnects and typed publish/request helpers.
-- ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER).
+- ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER, and
+  UPLOADS, the staging area of pipelines' uploads: shared/artifacts.py).
 - ``Bus.publish``: JetStream publish of a Struct with ``Nats-Msg-Id`` = ``event_id`` (dedupe),
   awaiting the PubAck, retried while the server is reconnecting.
 - ``Worker`` (shared/worker.py) runs the durable consumer loop on top of this.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import socket
 import ssl
 from collections import deque
@@ -26,6 +29,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from nats.js.kv import KeyValue
 
 from shared.config import Settings
 from shared.contracts import subjects
@@ -80,6 +84,8 @@ CORRELATION_HEADER = "Inferlab-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 INBOX_PREFIX = "_INBOX."
 NO_RESPONDERS_GRACE_S = 2.0
+UPLOADS_STREAM = "UPLOADS"
+UPLOADS_SPACE = "upload.>"
 
 # Error codes a request/reply endpoint may send back, mapped to the exception a client raises.
 _ERRORS_BY_CODE: dict[str, type[InferlabError]] = {
@@ -97,6 +103,9 @@ class StreamSpec:
     subjects: tuple[str, ...]
     max_age_s: float = 0.0
     max_bytes: int = -1
+    # Full: refuse new messages (an upload fails) rather than drop old ones (someone's
+    # staged upload, read a moment later).
+    discard_new: bool = False
 
 
 def stream_specs(settings: Settings) -> tuple[StreamSpec, ...]:
@@ -111,6 +120,13 @@ def stream_specs(settings: Settings) -> tuple[StreamSpec, ...]:
             max_bytes=settings.telemetry_max_bytes,
         ),
         StreamSpec("DEADLETTER", (subjects.DEADLETTER_SPACE,), max_age_s=90 * day),
+        StreamSpec(
+            UPLOADS_STREAM,
+            (UPLOADS_SPACE,),
+            max_age_s=settings.uploads_max_age_hours * 3600.0,
+            max_bytes=settings.uploads_max_bytes,
+            discard_new=True,
+        ),
     )
 
 
@@ -131,6 +147,9 @@ def connect_options(settings: Settings, *, name: str) -> dict[str, Any]:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
+        # Replies (request/reply, JetStream acks, ordered-consumer deliveries) arrive under
+        # this user's own prefix, the only inboxes the server config lets it read.
+        "inbox_prefix": settings.inbox_prefix,
     }
     if settings.nats_user:
         options["user"] = settings.nats_user
@@ -156,6 +175,10 @@ class Bus:
         self.log = get_logger(component="bus")
         # (loop time, server message) of recent permission violations on this connection.
         self.denials: deque[tuple[float, str]] = deque(maxlen=64)
+        # A service's bus publishes each (subject, event id) once, ever (see publish).
+        self.exactly_once = False
+        self._announced: KeyValue | None = None
+        self._ledger_lock = asyncio.Lock()
 
     def denied(self, since: float, fragment: str | tuple[str, ...] = "") -> str | None:
         """The newest permission violation reported since ``since`` (loop time) whose message
@@ -282,24 +305,35 @@ class Bus:
     # --- layout -------------------------------------------------------------------------
 
     async def ensure_streams(self) -> None:
-        """Create the streams, or bring an existing one's limits in line with the settings."""
+        """Create the streams, or bring an existing one's limits in line with the settings.
+
+        No platform stream accepts a ``Nats-Rollup`` header (one message with it would erase
+        every other message on its subject, or the whole stream), nor deletes or purges
+        through the API: facts, alerts and dead letters are an audit trail, and staged
+        uploads expire by age alone."""
         for spec in stream_specs(self.settings):
-            config = js_api.StreamConfig(
-                name=spec.name,
-                subjects=list(spec.subjects),
-                retention=js_api.RetentionPolicy.LIMITS,
-                storage=js_api.StorageType.FILE,
-                num_replicas=self.settings.stream_replicas,
-                max_age=spec.max_age_s or None,
-                max_bytes=spec.max_bytes,
-                max_msg_size=self.settings.max_message_bytes,
-                duplicate_window=self.settings.duplicate_window_s,
-                discard=js_api.DiscardPolicy.OLD,
-            )
-            try:
-                await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
+            await self.ensure_stream(spec)
+
+    async def ensure_stream(self, spec: StreamSpec) -> None:
+        config = js_api.StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            num_replicas=self.settings.stream_replicas,
+            max_age=spec.max_age_s or None,
+            max_bytes=spec.max_bytes,
+            max_msg_size=self.settings.max_message_bytes,
+            duplicate_window=min(self.settings.duplicate_window_s, spec.max_age_s or float("inf")),
+            discard=js_api.DiscardPolicy.NEW if spec.discard_new else js_api.DiscardPolicy.OLD,
+            allow_rollup_hdrs=False,
+            deny_delete=True,
+            deny_purge=True,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
 
     async def ensure_consumer(
         self,
@@ -341,8 +375,60 @@ class Bus:
         attempts: int = 20,
     ) -> js_api.PubAck:
         """Publish to JetStream and wait for the stream's ack. Retries while the connection
-        is re-established (the same ``Nats-Msg-Id`` makes a retried publish a no-op)."""
-        headers = {MSG_ID_HEADER: msg_id or message.event_id}
+        is re-established (the same ``Nats-Msg-Id`` makes a retried publish a no-op).
+
+        On a service's bus (``exactly_once``, set by its workers) every publish is also
+        recorded in the ``announced`` KV bucket under a key derived from subject and event id,
+        and a publish already recorded there is skipped: a handler redelivered at any later
+        time (after a crash, after its ack wait) republishes nothing, however long after
+        JetStream's duplicate window. The record is written after the stream's ack, so a
+        crash between the two is covered by that window alone."""
+        event_id = msg_id or message.event_id
+        if not self.exactly_once:
+            return await self._publish(subject, message, event_id, timeout=timeout, attempts=attempts)
+        ledger = await self._ledger()
+        key = announced_key(subject, event_id)
+        try:
+            entry = await self.retry_transient("reading the announced ledger", lambda: ledger.get(key))
+            recorded = json.loads(entry.value or b"{}")
+            self.log.debug("already_announced", subject=subject, event_id=event_id)
+            return js_api.PubAck(stream=recorded.get("stream", ""), seq=int(recorded.get("seq", 0)), duplicate=True)
+        except nats.js.errors.KeyNotFoundError:
+            pass
+        ack = await self._publish(subject, message, event_id, timeout=timeout, attempts=attempts)
+        value = json.dumps({"stream": ack.stream, "seq": ack.seq, "subject": subject}).encode()
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):  # a sibling replica recorded it
+            await self.retry_transient("recording the announcement", lambda: ledger.create(key, value))
+        return ack
+
+    async def _ledger(self) -> KeyValue:
+        async with self._ledger_lock:
+            if self._announced is None:
+                self._announced = await self.retry_transient("opening the announced ledger", self._open_ledger)
+            return self._announced
+
+    async def _open_ledger(self) -> KeyValue:
+        bucket = self.settings.announced_bucket
+        try:
+            return await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # a replica won the race
+                await self.js.create_key_value(
+                    js_api.KeyValueConfig(
+                        bucket=bucket,
+                        description="inferlab: which facts were published (exactly once past the duplicate window)",
+                        history=1,
+                        ttl=self.settings.announced_max_age_days * 86_400.0,
+                        storage=js_api.StorageType.FILE,
+                        replicas=self.settings.stream_replicas,
+                    )
+                )
+            return await self.js.key_value(bucket)
+
+    async def _publish(
+        self, subject: str, message: Message, event_id: str, *, timeout: float, attempts: int
+    ) -> js_api.PubAck:
+        headers = {MSG_ID_HEADER: event_id}
         if message.correlation_id:
             headers[CORRELATION_HEADER] = message.correlation_id
         payload = encode(message)
@@ -549,6 +635,11 @@ class Bus:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def announced_key(subject: str, event_id: str) -> str:
+    """The ledger key of one publish: KV keys allow few characters, event ids may hold any."""
+    return "e." + hashlib.sha256(f"{subject}\n{event_id}".encode()).hexdigest()
 
 
 _plain_decoders: dict[type, msgspec.json.Decoder[Any]] = {}

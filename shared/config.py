@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_tls_ca: str | None = None
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
+    nats_inbox_prefix: str = ""
     connect_timeout_s: float = 2.0
     # --- data and logging ---
     home: str = msgspec.field(default_factory=_default_home)
@@ -43,8 +44,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     alerts_max_age_days: float = 365.0
     telemetry_max_age_hours: float = 72.0
     telemetry_max_bytes: int = 1 << 30
+    uploads_max_age_hours: float = 24.0
+    uploads_max_bytes: int = 8 << 30
     artifact_bucket: str = "artifacts"
     registry_bucket: str = "registry"
+    announced_bucket: str = "announced"
+    announced_max_age_days: float = 30.0
     # --- consumers ---
     max_deliver: int = 5
     ack_wait_s: float = 30.0
@@ -55,8 +60,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_dataset_bytes: int = 2 << 30
     max_message_bytes: int = 1 << 20
     import_roots: tuple[str, ...] = ()
-    allowed_schemes: tuple[str, ...] = ("nats-obj", "file", "https", "http")
+    allowed_schemes: tuple[str, ...] = ("nats-obj", "upload", "file", "https", "http")
     http_timeout_s: float = 60.0
+    fetch_hosts: tuple[str, ...] = ()
+    fetch_allow_private: bool = False
     # --- registry ---
     registry_concurrency: int = 8
     # --- embedded server ---
@@ -97,6 +104,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_concurrency: int = 1
     validator_policy_dir: str = ""
     validator_ready_without_dataset: bool = False
+    # --- sandbox: native calls on users' models (block owned by shared/sandbox.py) ---
+    sandbox_workers: int = 2
+    sandbox_memory_bytes: int = 4 << 30
+    sandbox_memory_model_factor: float = 16.0
+    sandbox_verify_timeout_s: float = 300.0
+    sandbox_convert_timeout_s: float = 3600.0
+    sandbox_validate_timeout_s: float = 3600.0
+    sandbox_max_tasks: int = 200
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where this client's replies arrive: ``_INBOX.<user>`` for a named NATS user (the
+        shipped server config lets each user subscribe only there), ``_INBOX`` without one."""
+        if self.nats_inbox_prefix:
+            return self.nats_inbox_prefix.rstrip(".")
+        return f"_INBOX.{self.nats_user}" if self.nats_user else "_INBOX"
 
     @property
     def home_path(self) -> Path:
@@ -170,6 +193,7 @@ FIELD_DOCS: dict[str, str] = {
     "nats_tls_ca": "CA certificate to verify the NATS server (enables TLS).",
     "nats_tls_cert": "Client certificate for mutual TLS.",
     "nats_tls_key": "Client key for mutual TLS.",
+    "nats_inbox_prefix": "Prefix of this client's reply inboxes (default: _INBOX.<user> with a user, else _INBOX).",
     "connect_timeout_s": "Seconds to wait for the first NATS connection.",
     "home": "Data dir: embedded NATS store, DuckDB history, imports/, scratch space.",
     "log_level": "debug, info, warning or error.",
@@ -180,8 +204,12 @@ FIELD_DOCS: dict[str, str] = {
     "alerts_max_age_days": "Retention of the ALERTS stream.",
     "telemetry_max_age_hours": "Retention of the TELEMETRY stream by age.",
     "telemetry_max_bytes": "Retention of the TELEMETRY stream by size.",
+    "uploads_max_age_hours": "Hours a staged upload (upload://) is kept for the registry to take it in.",
+    "uploads_max_bytes": "Most bytes of staged uploads kept at once (a full area refuses new uploads).",
     "artifact_bucket": "Object Store bucket holding model and dataset blobs.",
     "registry_bucket": "Key-Value bucket holding registry metadata.",
+    "announced_bucket": "Key-Value bucket recording every fact a service published (exactly once).",
+    "announced_max_age_days": "Days a fact's record is kept (a redelivery later than this could republish it).",
     "max_deliver": "Deliveries before a failing message is dead-lettered.",
     "ack_wait_s": "Seconds before an unacknowledged message is redelivered (handlers heartbeat).",
     "fetch_batch": "Messages fetched per pull request.",
@@ -192,6 +220,9 @@ FIELD_DOCS: dict[str, str] = {
     "import_roots": "Folders file:// imports may read from (default: <home>/imports).",
     "allowed_schemes": "URI schemes accepted for artifacts and datasets.",
     "http_timeout_s": "Timeout for http(s) artifact downloads.",
+    "fetch_hosts": "Hosts (names, addresses or CIDR networks) http(s) URIs may name; empty: any public host. "
+    "A host listed here may resolve to a private address.",
+    "fetch_allow_private": "Let any http(s) host resolve to loopback, private or link-local addresses (dev only).",
     "registry_concurrency": "Registrations one registry replica handles at once.",
     "embedded_nats_port": "Client port of the embedded nats-server started by `inferlab up`.",
     "embedded_nats_monitor_port": "HTTP monitoring port of the embedded server (0 = off).",
@@ -230,6 +261,14 @@ FIELD_DOCS: dict[str, str] = {
     "validator_concurrency": "Validations one validator replica runs at once.",
     "validator_ready_without_dataset": "A model validated without a dataset (structure, speed only) may be READY.",
     "validator_policy_dir": "Folder of per-model policy files <name>.json|.toml (default: <home>/policies).",
+    # sandbox
+    "sandbox_workers": "Most sandbox worker processes per service (capped by its concurrency); one starts with it.",
+    "sandbox_memory_bytes": "Least address space one native call on a model may add (RLIMIT_AS headroom).",
+    "sandbox_memory_model_factor": "Headroom as a multiple of the model's size when that is larger.",
+    "sandbox_verify_timeout_s": "Longest wall time of the registry's verification of one model.",
+    "sandbox_convert_timeout_s": "Longest wall time of one profile's conversion and parity check.",
+    "sandbox_validate_timeout_s": "Longest wall time of one validation's suite (inference and checks).",
+    "sandbox_max_tasks": "Tasks a sandbox worker runs before it is replaced by a fresh one.",
 }
 SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
 

@@ -106,3 +106,50 @@ class Rejected(InferlabError):
     def __init__(self, code: str, message: str, *, event: object | None = None) -> None:
         super().__init__(message, code=code)
         self.event = event
+
+
+class NativeFailure(InferlabError):
+    """A native call on a user's model (ONNX Runtime, onnx, a quantiser, TensorRT) did not
+    return: its sandbox worker crashed, ran out of time or out of memory (shared/sandbox.py).
+    Final for that model and step: the same bytes would fail the same way again."""
+
+    code = "native_failure"
+
+    def __init__(self, message: str, *, step: str = "", shapes: dict[str, list[int]] | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.shapes = dict(shapes or {})
+
+
+class NativeCrash(NativeFailure):
+    """The worker died by a signal (SIGSEGV, SIGABRT, ...) or exited without a result."""
+
+    code = "crashed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        signal_name: str = "",
+        signal_number: int | None = None,
+        exit_code: int | None = None,
+        step: str = "",
+        shapes: dict[str, list[int]] | None = None,
+    ) -> None:
+        super().__init__(message, step=step, shapes=shapes)
+        self.signal_name = signal_name
+        self.signal_number = signal_number
+        self.exit_code = exit_code
+
+
+class NativeTimeout(NativeFailure):
+    """The call ran past its wall-clock timeout or its CPU-time limit; the worker was killed."""
+
+    code = "timed_out"
+
+
+class NativeOutOfMemory(NativeFailure):
+    """The call needed more memory than its limit (MemoryError, std::bad_alloc, an allocation
+    refused under RLIMIT_AS, or the kernel's SIGKILL)."""
+
+    code = "out_of_memory"

@@ -12,8 +12,8 @@ input that ONNX Runtime CPU runs, in this order of trust:
    short list of plausible sizes and the first assignment that runs is kept.
 
 Values: integer inputs that feed a Gather (through Cast/Unsqueeze/Reshape/...) or a one-hot
-encoding get ids inside the gathered table or below the depth, other integers {0, 1} (masks) unless a range is given; a scalar integer
-named like a sample rate gets 16000; floats are uniform in [0, 1) (Polygraphy's default data
+encoding get ids inside the gathered table or below the depth, other integers {0, 1} (masks)
+unless a range is given; a scalar integer named like a sample rate gets 16000; floats are uniform in [0, 1) (Polygraphy's default data
 loader) unless a range or a sample says otherwise.
 
 When nothing runs, the outcome is ``needs_input_spec`` with a message that names the input

@@ -23,7 +23,15 @@ from typing import Any
 
 import msgspec
 
-from shared.artifacts import ArtifactStore, StoredArtifact, content_name, parse_object_uri, sha256_file
+from shared.artifacts import (
+    ArtifactStore,
+    StagedUpload,
+    Staging,
+    StoredArtifact,
+    content_name,
+    parse_object_uri,
+    sha256_file,
+)
 from shared.bus import Bus
 from shared.chain import Chain, ChainResult, ChainRow
 from shared.clients.benchmark import BenchmarkApi
@@ -55,7 +63,7 @@ from shared.contracts.registry import (
     SetAlias,
     SetTags,
 )
-from shared.errors import ArtifactNotFound, InferlabError, Rejected, WaitTimeout
+from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected, WaitTimeout
 
 Progress = Callable[[int], None]
 
@@ -148,16 +156,27 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
 
     async def upload(
         self, path: str | Path, *, prefix: str = "sha256", progress: Progress | None = None
-    ) -> StoredArtifact:
-        """Upload a file to the object store under its content address (skipped when the same
-        bytes are already there)."""
+    ) -> StoredArtifact | StagedUpload:
+        """Upload a file for a command to name: when the object store already holds the same
+        bytes under their content address, that object (nothing is sent); else the file is
+        staged (``upload://<id>?size=..&sha256=..``, kept ``INFERLAB_UPLOADS_MAX_AGE_HOURS``)
+        and the service the command goes to takes it into the object store. Only the services
+        write the object store (docs/reliability.md)."""
         source = Path(path).expanduser()
         if not source.is_file():
             raise ArtifactNotFound(f"no such file: {source}")
         sha = await asyncio.to_thread(sha256_file, source)
-        store = ArtifactStore(self.bus)
-        await store.ensure()
-        return await store.put_file(source, content_name(sha, prefix), sha256=sha, progress=progress)
+        existing = await ArtifactStore(self.bus).info(content_name(sha, prefix))
+        if existing is not None and existing.sha256 == sha:
+            if progress:
+                progress(existing.size)
+            return existing
+        staging = Staging(self.bus)
+        await staging.ensure()
+        staged = await staging.put_file(source, progress=progress)
+        if staged.sha256 != sha:
+            raise IntegrityError(sha, staged.sha256, what=f"{source} (changed while uploading)")
+        return staged
 
     async def download(self, ref: str, dest: str | Path, *, progress: Progress | None = None) -> Path:
         """Download a model's artifact; ``dest`` may be a folder. Hash-verified."""

@@ -1,5 +1,7 @@
 """The process supervisor behind ``inferlab up``: embedded NATS when needed, every built
-service as a child process, restarts with exponential backoff, and a clean stop on Ctrl-C.
+service as a child process, restarts with exponential backoff (the embedded nats-server too:
+same port, same JetStream store, so the services' reconnects find it again), and a clean stop
+on Ctrl-C.
 
 Each child writes its JSON logs to ``<home>/logs/<service>.log``; the supervisor prints one
 readable line per lifecycle change (started, exited, restarting) and logs it too.
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.config import Settings, env_name
-from shared.embedded import EmbeddedNats, loopback_target, port_open
+from shared.embedded import EmbeddedNats, EmbeddedServerError, loopback_target, port_open
 from shared.log import get_logger
 
 SERVICES = ("registry", "converter", "benchmarker", "validator")
@@ -65,6 +67,7 @@ class Supervisor:
         self.children = {name: Child(name) for name in self.services}
         self._stopping = asyncio.Event()
         self.extra_import_roots = extra_import_roots or []
+        self.nats_restarts = 0
 
     # --- NATS ---------------------------------------------------------------------------------
 
@@ -88,8 +91,48 @@ class Supervisor:
             monitor_port=self.settings.embedded_nats_monitor_port,
         )
         self.nats.start()
-        self._say(f"started embedded nats-server on {host}:{port} (JetStream store {self.home / 'nats'})")
+        pid = self.nats.process.pid if self.nats.process else 0
+        self.log.info("nats_started", pid=pid, host=host, port=port, store=str(self.home / "nats"))
+        self._say(f"started embedded nats-server (pid {pid}) on {host}:{port} (JetStream store {self.home / 'nats'})")
         return self.settings.nats_url
+
+    async def _watch_nats(self) -> None:
+        """Restart the embedded nats-server when it dies (kill -9, OOM): same port and store,
+        with backoff while it keeps failing."""
+        nats = self.nats
+        assert nats is not None
+        backoff = BACKOFF_START_S
+        while not self._stopping.is_set():
+            process = nats.process
+            assert process is not None
+            started = time.monotonic()
+            code = await asyncio.to_thread(process.wait)
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= STABLE_AFTER_S:
+                backoff = BACKOFF_START_S
+            self.log.warning("nats_exited", code=code, restart_in_s=backoff, restarts=self.nats_restarts)
+            self._say(f"embedded nats-server exited with code {code}; restarting it in {backoff:.0f}s")
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                if self._stopping.is_set():
+                    return
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                try:
+                    await asyncio.to_thread(nats.start)
+                except EmbeddedServerError as exc:
+                    self.log.error("nats_restart_failed", error=str(exc), retry_in_s=backoff)
+                    self._say(f"embedded nats-server did not restart ({exc}); trying again in {backoff:.0f}s")
+                    continue
+                self.nats_restarts += 1
+                pid = nats.process.pid if nats.process else 0
+                self.log.info("nats_restarted", pid=pid, port=nats.port, restarts=self.nats_restarts)
+                self._say(
+                    f"restarted embedded nats-server (pid {pid}) on {nats.host}:{nats.port}, same store; "
+                    "the services reconnect by themselves"
+                )
+                break
 
     # --- children -----------------------------------------------------------------------------
 
@@ -152,6 +195,8 @@ class Supervisor:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stopping.set)
         watchers = [asyncio.create_task(self._watch(c)) for c in self.children.values()]
+        if self.nats is not None:
+            watchers.append(asyncio.create_task(self._watch_nats(), name="nats-watcher"))
         if not self.services:
             self._say("no services are installed; running NATS only")
         if ready:
@@ -165,8 +210,21 @@ class Supervisor:
                 w.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
             if self.nats is not None:
-                self.nats.stop()
-                self._say("stopped embedded nats-server")
+                self._say(self._stop_nats())
+
+    def _stop_nats(self) -> str:
+        """Stop the embedded server; the line says what really happened."""
+        assert self.nats is not None
+        process = self.nats.process
+        if process is None or process.poll() is not None:
+            code = None if process is None else process.returncode
+            self.log.warning("nats_not_running_at_stop", code=code)
+            return f"embedded nats-server was not running (it had exited with code {code})"
+        self.nats.stop()
+        if process.poll() is None:
+            return "embedded nats-server did not stop"
+        self.log.info("nats_stopped", code=process.returncode)
+        return "stopped embedded nats-server"
 
     def stop(self) -> None:
         self._stopping.set()

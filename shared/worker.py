@@ -72,6 +72,10 @@ class Route:
     subject: str
     kind: type[Message]
     handler: Handler
+    # Called (best effort) with the raw payload and the error when a message on this route
+    # cannot be decoded, before it is dead-lettered: the registry answers the sender of a
+    # malformed command it can attribute with a precise rejection.
+    undecodable: Callable[[bytes, str], Awaitable[None]] | None = None
 
     def matches(self, subject: str) -> bool:
         return subject_matches(self.subject, subject)
@@ -113,6 +117,9 @@ class Worker:
     ) -> None:
         settings = bus.settings
         self.bus = bus
+        # What a handler publishes is published once, also when it runs again on a
+        # redelivery long after the stream's duplicate window (Bus.publish).
+        bus.exactly_once = True
         self.service = service
         self.stream = stream
         self.durable = durable
@@ -204,6 +211,7 @@ class Worker:
         try:
             route, message = self._decode(msg, fallback_id)
         except PoisonMessage as exc:
+            await self._answer_undecodable(msg, exc)
             await self._dead_letter(msg, exc.__cause__ or exc, reason="undecodable")
             return
         delivery = Delivery(
@@ -270,6 +278,15 @@ class Worker:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise PoisonMessage(f"cannot decode {route.kind.__name__}: {exc}") from exc
         return route, with_envelope(message, event_id=fallback_id)
+
+    async def _answer_undecodable(self, msg: Msg, exc: PoisonMessage) -> None:
+        route = next((r for r in self.routes if r.matches(msg.subject)), None)
+        if route is None or route.undecodable is None or len(msg.data) > self.bus.settings.max_message_bytes:
+            return
+        try:
+            await route.undecodable(msg.data, str(exc))
+        except Exception as answer_exc:  # the dead letter still records it
+            self.log.warning("undecodable_answer_failed", error=str(answer_exc)[:300])
 
     async def _heartbeat(self, msg: Msg) -> None:
         interval = max(self.ack_wait_s / 3.0, 0.5)

@@ -191,14 +191,15 @@ async def test_http_import(settings: Settings, client: Client, tmp_path: Path) -
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    local = settings.with_overrides(fetch_hosts=("127.0.0.1",))  # loopback is refused unless named
     try:
-        async with running(settings, RegistryService):
+        async with running(local, RegistryService):
             record = await client.register(f"{base}/model.onnx?token=secret", name="web", version="1.0.0")
             assert record.source_uri == f"{base}/model.onnx"  # query string (credentials) dropped
             with pytest.raises(Rejected) as rejected:
                 await client.register(f"{base}/missing.onnx", name="web", version="1.0.1")
             assert rejected.value.code == "artifact_not_found"
-        no_http = settings.with_overrides(allowed_schemes=("nats-obj", "file"))
+        no_http = local.with_overrides(allowed_schemes=("nats-obj", "upload", "file"))
         async with running(no_http, RegistryService):
             with pytest.raises(Rejected) as rejected:
                 await client.register(f"{base}/model.onnx", name="web", version="1.0.2")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -35,11 +36,12 @@ from services.benchmarker.service import BenchmarkerService
 from services.converter.service import ConverterService
 from services.registry.service import RegistryService
 from services.validator.service import ValidatorService
-from shared.artifacts import ArtifactStore
+from shared.artifacts import ArtifactStore, StagedUpload, Staging
 from shared.bus import Bus, PermissionDenied
 from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.base import encode, new_id
+from shared.contracts.identity import is_valid_name, is_valid_version
 from shared.contracts.registry import ModelRegistered, RegisterModel
 from shared.contracts.validation import ValidateModel
 from shared.embedded import EmbeddedNats, free_port, nats_server_binary
@@ -218,9 +220,35 @@ FORBIDDEN_FOR_PIPELINE = [
     "$JS.API.STREAM.CREATE.EVIL",
     "$JS.API.STREAM.MSG.GET.MODELS",
     "$JS.API.STREAM.MSG.DELETE.MODELS",
+    # the object store: only services write it (one rollup header would erase it)
+    "$O.artifacts.M.eA==",
+    "$O.artifacts.C.anything",
+    "$JS.API.STREAM.UPDATE.OBJ_artifacts",
+    "$JS.API.STREAM.DELETE.OBJ_artifacts",
+    "$JS.API.STREAM.MSG.DELETE.OBJ_artifacts",
+    # the staging area: write chunks, nothing else (no reading others' uploads, no cleanup)
+    "$JS.API.STREAM.PURGE.UPLOADS",
+    "$JS.API.STREAM.DELETE.UPLOADS",
+    "$JS.API.STREAM.UPDATE.UPLOADS",
+    "$JS.API.STREAM.MSG.DELETE.UPLOADS",
+    "$JS.API.STREAM.MSG.GET.UPLOADS",
+    "$JS.API.DIRECT.GET.UPLOADS",
+    "$JS.API.CONSUMER.CREATE.UPLOADS",
+    "upload.a.b",
 ]
 
-ALLOWED_FOR_PIPELINE = ["model.register", "model.convert", "model.benchmark", "model.validate", "telemetry.inference.m"]
+ALLOWED_FOR_PIPELINE = [
+    "model.register",
+    "model.convert",
+    "model.benchmark",
+    "model.validate",
+    "telemetry.inference.m",
+    "upload.0123456789abcdef0123456789abcdef",
+    "$JS.API.STREAM.INFO.UPLOADS",
+    "$JS.API.STREAM.INFO.OBJ_artifacts",
+    "$JS.API.DIRECT.GET.OBJ_artifacts",
+    "registry.get",
+]
 
 
 async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queues(
@@ -236,7 +264,22 @@ async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queu
             assert not_refused == []
             not_refused = [
                 s
-                for s in ("model.register", "model.>", "registry.>", "telemetry.>", "deadletter.>", "$KV.>", "_INBOX_x")
+                for s in (
+                    "model.register",
+                    "model.>",
+                    "registry.>",
+                    "telemetry.>",
+                    "deadletter.>",
+                    "$KV.>",
+                    "_INBOX_x",
+                    # every inbox but its own: the services' fetch inboxes carry every command
+                    "_INBOX.>",
+                    "_INBOX.*",
+                    "_INBOX.registry.>",
+                    "_INBOX.admin.>",
+                    "_INBOX.*.>",
+                    ">",
+                )
                 if not await probe.subscribe_refused(s)
             ]
             assert not_refused == []  # commands (reply inboxes), requests, telemetry, metadata
@@ -253,7 +296,7 @@ async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queu
             errors_before = len(probe.errors)
             for subject in ALLOWED_FOR_PIPELINE:
                 await probe.nc.publish(subject, b'{"ref": "nothing@1.0.0", "name": "x", "version": "x"}')
-            for subject in ("model.registered.>", "alerts.>", "_INBOX.mine.>"):
+            for subject in ("model.registered.>", "alerts.>", "_INBOX.pipeline.mine.>"):
                 await probe.nc.subscribe(subject)
             await probe.nc.flush()
             await asyncio.sleep(0.2)
@@ -273,6 +316,44 @@ async def test_the_pipeline_cannot_forge_facts_or_alerts_nor_touch_the_work_queu
             assert asyncio.get_running_loop().time() - started < 5
         finally:
             await pipeline.close()
+
+
+async def test_a_pipeline_cannot_read_other_inboxes_while_another_pipelines_commands_flow(
+    base: Settings, passwords: dict[str, str], admin: Bus, secure_server: EmbeddedNats
+) -> None:
+    """The audit's first finding: pipeline A subscribed to ``_INBOX.>`` and read pipeline B's
+    command (with the credentials in its artifact URI) as delivered to the registry's fetch
+    inbox, and an admin's KV read reply. Now every client's inboxes live under its own user's
+    prefix and the pipeline may read only ``_INBOX.pipeline.>``."""
+    async with running(as_user(base, "registry", passwords), RegistryService):
+        spy = await Probe().connect(secure_server.url, "pipeline", passwords["pipeline"])
+        try:
+            assert await spy.subscribe_refused("_INBOX.>")
+            assert await spy.subscribe_refused("_INBOX.registry.>")
+            seen: list[bytes] = []
+
+            async def listen(msg: Any) -> None:
+                seen.append(msg.subject.encode() + b" " + msg.data)
+
+            # What it may read: the shared pipeline prefix (see docs/reliability.md).
+            await spy.nc.subscribe("_INBOX.pipeline.>", cb=listen)
+            await spy.nc.subscribe("model.*.>", cb=listen)
+            await spy.nc.flush()
+            victim = await Client.connect(as_user(base, "pipeline", passwords), name="pipeline-b")
+            try:
+                with pytest.raises(Rejected) as rejected:
+                    await victim.register(
+                        "https://user:HUNTER2@host.invalid/m.onnx?sig=TOKEN", name="victim", version="1.0.0", timeout=30
+                    )
+                assert rejected.value.code == "fetch_failed", rejected.value.message
+            finally:
+                await victim.close()
+            await admin.js.key_value(base.registry_bucket)  # an admin's request/reply meanwhile
+        finally:
+            await spy.close()
+        assert seen, "the spy saw the rejection fact, so it was listening"
+        assert not [m for m in seen if b"HUNTER2" in m or b"TOKEN" in m]
+        assert not [m for m in seen if m.startswith((b"_INBOX.registry.", b"_INBOX.admin."))]
 
 
 async def test_an_ephemeral_create_request_can_rewrite_a_durable_which_is_why_the_pipeline_gets_none(
@@ -307,7 +388,7 @@ async def test_push_deliveries_into_fact_subjects_never_become_facts(
     try:
         forged = tmp_path / "forged.json"
         forged.write_bytes(encode(msgspec.convert(minimal_payload(ModelRegistered), ModelRegistered)))
-        stored_obj = await pipeline.upload(forged, prefix="uploads")
+        stored_obj = await ArtifactStore(admin).put_file(forged, "uploads/forged")
         meta = await ArtifactStore(pipeline.bus)._meta(stored_obj.name)
         seen: list[str] = []
 
@@ -524,7 +605,7 @@ async def test_credentials_in_urls_and_nats_passwords_never_reach_logs_facts_or_
     fleet = []
     try:
         for name in ("registry", "converter", "validator"):
-            settings = as_user(base, name, passwords).with_overrides(log_level="info")
+            settings = as_user(base, name, passwords).with_overrides(log_level="info", fetch_hosts=("127.0.0.1",))
             fleet.append(ServiceProcess(name, settings, tmp_path / "logs").start())
         pipeline = await Client.connect(as_user(base, "pipeline", passwords))
         try:
@@ -552,7 +633,8 @@ async def test_credentials_in_urls_and_nats_passwords_never_reach_logs_facts_or_
             assert record.source_uri == web.url("private/model.onnx")
             with pytest.raises(Rejected) as unauthorized:
                 await pipeline.register(web.url("private/model.onnx", user="bob:wrong"), name="creds", version="1.0.1")
-            assert unauthorized.value.code == "fetch_failed" and "HTTP 401" in unauthorized.value.message
+            assert unauthorized.value.code == "fetch_failed" and "did not deliver" in unauthorized.value.message
+            assert "401" not in unauthorized.value.message  # no remote status is echoed
             pw, token = secret(3)
             with pytest.raises(Rejected) as bad_dataset:
                 await pipeline.register(
@@ -680,27 +762,241 @@ def test_secret_looking_log_keys_and_settings_are_masked() -> None:
     assert json.loads(shown.stdout)["nats_password"] == "***"
 
 
-async def test_what_the_pipeline_may_not_purge_is_swept_and_costs_it_no_wait(
+async def test_named_datasets_go_through_the_registry_and_the_pipeline_deletes_nothing(
     base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
 ) -> None:
-    """The pipeline may not purge the artifact stream (it could erase any model). Replacing a
-    named dataset or deleting a single-use export leaves chunks behind: the pipeline's call
-    returns at once (no wait for a refused request's timeout), and the registry's orphan sweep
-    collects them."""
-    pipeline = await Client.connect(as_user(base, "pipeline", passwords))
-    try:
-        first, second = tmp_path / "a.npz", tmp_path / "b.npz"
-        first.write_bytes(b"a" * 1000)
-        second.write_bytes(b"b" * 1000)
-        await pipeline.put_dataset(first, "shared-set")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await pipeline.put_dataset(second, "shared-set")  # the first one's chunks are orphaned
-        store = ArtifactStore(pipeline.bus)
-        await store.delete("datasets/named/shared-set")  # marked deleted; its chunks orphaned
-        assert loop.time() - started < 3
-    finally:
-        await pipeline.close()
-    assert await ArtifactStore(admin).purge_orphans(min_age_s=0) == 2
+    """The pipeline stages a named dataset; the registry stores it (replacing a name frees the
+    old chunks at once). The pipeline's own attempt to delete an object is refused at once (no
+    wait for a refused request's timeout)."""
+    async with running(as_user(base, "registry", passwords), RegistryService):
+        pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+        try:
+            first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+            first.write_bytes(b"a" * 1000)
+            second.write_bytes(b"b" * 1000)
+            assert await pipeline.put_dataset(first, "shared-set") == "dataset://shared-set"
+            await pipeline.put_dataset(second, "shared-set")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(PermissionDenied, match=r"(?i)\$O\.artifacts"):
+                await ArtifactStore(pipeline.bus).delete("datasets/named/shared-set")
+            assert loop.time() - started < 3
+        finally:
+            await pipeline.close()
+    info = await ArtifactStore(admin).info("datasets/named/shared-set")
+    assert info is not None and info.size == 1000
+    assert info.sha256 == hashlib.sha256(b"b" * 1000).hexdigest()
     chunks = await admin.js.stream_info("OBJ_artifacts", subjects_filter="$O.artifacts.C.>")
-    assert not chunks.state.subjects
+    assert len(chunks.state.subjects or {}) == 1  # the replaced dataset's chunks are gone
+
+
+async def test_one_pipeline_publish_cannot_wipe_the_artifact_store(
+    base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
+) -> None:
+    """The audit's second finding: as the pipeline, one publish on ``$O.artifacts.M.<any>``
+    with ``Nats-Rollup: all`` was acked and erased every stored model and dataset. Now the
+    pipeline may not publish into the object store at all; its uploads go to the UPLOADS
+    staging stream, which refuses rollups (and deletes and purges, from anyone)."""
+    async with running(as_user(base, "registry", passwords), RegistryService):
+        pipeline = await Client.connect(as_user(base, "pipeline", passwords))
+        try:
+            source = mlp(tmp_path / "m.onnx")
+            record = await pipeline.register(source, name="kept", version="1.0.0")
+            before = (await admin.js.stream_info("OBJ_artifacts")).state.messages
+            assert before >= 2
+            # The reproduction, refused by the server.
+            with pytest.raises(PermissionDenied, match=r"(?i)\$O\.artifacts\.M"):
+                await pipeline.bus.unless_denied(
+                    pipeline.bus.js.publish("$O.artifacts.M.x", b"{}", headers={"Nats-Rollup": "all"}),
+                    'publish to "$O.artifacts.',
+                )
+            # Where the pipeline may write, a rollup is refused by the stream itself.
+            for rollup in ("all", "sub"):
+                with pytest.raises(nats.js.errors.APIError, match="rollup"):
+                    await pipeline.bus.js.publish(f"upload.{'0' * 32}", b"x", headers={"Nats-Rollup": rollup})
+            assert (await admin.js.stream_info("OBJ_artifacts")).state.messages == before
+            back = await pipeline.download("kept@1.0.0", tmp_path / "back.onnx")
+            assert back.read_bytes() == source.read_bytes() and record.sha256
+
+            # Staged uploads are checked: unknown, tampered or malformed ones are rejected.
+            staged = await Staging(pipeline.bus).put_file(mlp(tmp_path / "n.onnx", seed=3))
+            assert staged.uri.startswith("upload://")
+            cases = {
+                "artifact_not_found": StagedUpload("f" * 32, staged.size, staged.sha256).uri,
+                "sha256_mismatch": StagedUpload(staged.id, staged.size, "0" * 64).uri,
+                "invalid_uri": f"upload://../etc?size=1&sha256={'0' * 64}",
+            }
+            for reason, uri in cases.items():
+                with pytest.raises(Rejected) as rejected:
+                    await pipeline.register(uri, name="staged", version="1.0.0", timeout=30)
+                assert rejected.value.code == reason, (reason, rejected.value.message)
+            # Another pipeline appending to a staged upload cannot change what is registered.
+            await pipeline.bus.js.publish(staged.subject, b"appended by someone else")
+            again = await pipeline.register(staged.uri, name="staged", version="1.0.0", timeout=30)
+            assert again.sha256 == staged.sha256
+        finally:
+            await pipeline.close()
+
+    # No platform stream deletes or purges through the API, not even for the admin; none but
+    # the object store takes rollups.
+    for stream in ("MODELS", "ALERTS", "TELEMETRY", "DEADLETTER", "UPLOADS"):
+        config = (await admin.js.stream_info(stream)).config
+        assert config.deny_delete and config.deny_purge and not config.allow_rollup_hdrs, stream
+        with pytest.raises(nats.js.errors.APIError):
+            await admin.js.purge_stream(stream)
+    config = (await admin.js.stream_info("OBJ_artifacts")).config
+    assert config.deny_delete and config.allow_rollup_hdrs
+    with pytest.raises(nats.js.errors.APIError):
+        await admin.js.delete_msg("OBJ_artifacts", 1)
+    assert (await admin.js.stream_info("UPLOADS")).config.discard == "new"
+
+
+# --- malformed identities -----------------------------------------------------------------------
+
+
+async def test_every_malformed_identity_gets_a_precise_rejection_that_fits_in_a_message(
+    settings: Settings, client: Client
+) -> None:
+    """The audit's seventh finding: a name or version with a trailing newline passed the
+    pattern (``re.match`` with ``$``) and broke a KV key or a subject on every delivery until it
+    was dead-lettered, and a 900 KB name was never answered (the rejection echoing it did not
+    fit in a message). Each is now a ``model.rejected`` with the precise reason, its echo clipped."""
+    uri = f"upload://{'0' * 32}?size=1&sha256={'0' * 64}"
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"name": "evil\n"}, "invalid_name"),
+        ({"name": "x\n"}, "invalid_name"),
+        ({"name": "n" * 900_000}, "invalid_name"),
+        ({"name": "a" * 65}, "invalid_name"),
+        ({"version": "1.0.0\n"}, "invalid_version"),
+        ({"version": "1.0.0-" + "a" * 200}, "invalid_version"),
+        ({"variant": "base\n"}, "invalid_variant"),
+        ({"artifact_uri": "https://host/" + "p" * 20_000}, "invalid_uri"),
+        ({"sha256": "0" * 64 + "\n"}, "invalid_command"),
+        ({"tags": {f"k{i}": "v" for i in range(100)}}, "invalid_command"),
+        ({"metadata": {"blob": "m" * 200_000}}, "invalid_command"),
+        ({"correlation_id": "c" * 500}, "invalid_command"),
+    ]
+    async with running(settings, RegistryService) as registry:
+        for change, reason in cases:
+            fields: dict[str, Any] = {"name": "ok", "version": "1.0.0", "artifact_uri": uri, **change}
+            command = RegisterModel(event_id=new_id(), **fields)
+            reply = await client.send_and_wait(subjects.REGISTER, command, timeout=30)
+            assert reply["type"] == "model.rejected" and reply["reason"] == reason, (change.keys(), reply)
+            assert len(json.dumps(reply)) < 16_000, change.keys()  # far below the 1 MB payload
+        assert all(w.dead_lettered == 0 for w in registry.workers)
+
+        # A command that does not even decode (a wrong type, a missing field) is answered too,
+        # when it names its sender; it is still dead-lettered, with its alert.
+        inbox = client.bus.nc.new_inbox()
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_answer(msg: Any) -> None:
+            await answers.put(msg.data)
+
+        await client.bus.nc.subscribe(inbox, cb=on_answer)
+        for body, field in (
+            ({"name": "ok", "version": 5, "artifact_uri": uri}, "version"),
+            ({"name": "n" * 900_000, "version": "1.0.0"}, "artifact_uri"),
+        ):
+            raw = {"type": "model.register", "event_id": new_id(), "reply_to": inbox, **body}
+            await client.bus.js.publish(subjects.REGISTER, json.dumps(raw).encode())
+            answer = json.loads(await asyncio.wait_for(answers.get(), timeout=30))
+            assert answer["type"] == "model.rejected" and answer["reason"] == "invalid_command", answer
+            assert field in answer["message"] and len(json.dumps(answer)) < 16_000
+        await eventually(lambda: _true(registry.workers[0].dead_lettered == 2), timeout=30, what="two dead letters")
+    assert is_valid_name("ok") and not is_valid_name("ok\n") and not is_valid_version("1.0.0\n")
+
+
+# --- outbound fetches (SSRF) -------------------------------------------------------------------------
+
+
+class _Recorder:
+    """A local HTTP server that records every request it gets; ``/hop`` redirects to
+    ``redirect_to``."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.redirect_to = ""
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests.append(self.path)
+                if self.path == "/hop":
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect_to)
+                    self.end_headers()
+                    return
+                self.send_response(500)
+                self.end_headers()
+                self.wfile.write(b"internal secret")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_the_host_policy_refuses_internal_addresses_unless_a_host_is_named() -> None:
+    import ipaddress
+
+    from shared.errors import ImportNotAllowed
+    from shared.fetch import HostPolicy
+
+    default = HostPolicy()
+    default.check_address("example.org", ipaddress.ip_address("93.184.216.34"))
+    for internal in (
+        "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+        "224.0.0.1", "::1", "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1", "::",
+    ):  # fmt: skip
+        with pytest.raises(ImportNotAllowed):
+            default.check_address("h", ipaddress.ip_address(internal))
+    listed = HostPolicy(("models.internal", "10.0.0.0/8"))
+    listed.check_host("models.internal")
+    listed.check_address("models.internal", ipaddress.ip_address("192.168.1.1"))
+    listed.check_address("h", ipaddress.ip_address("10.9.9.9"))
+    with pytest.raises(ImportNotAllowed, match="INFERLAB_FETCH_HOSTS"):
+        listed.check_host("example.org")
+    with pytest.raises(ImportNotAllowed):
+        listed.check_address("other", ipaddress.ip_address("192.168.1.1"))
+    HostPolicy(allow_private=True).check_address("h", ipaddress.ip_address("127.0.0.1"))
+
+
+async def test_ssrf_internal_endpoints_are_refused_before_any_connection(settings: Settings, client: Client) -> None:
+    """The audit's fourth finding: ``http://127.0.0.1:<port>/internal/admin`` made the registry
+    send the request, and a metadata address's HTTP status was echoed. Now such hosts are
+    refused after resolution, before connecting, on every redirect too; nothing remote is
+    echoed."""
+    web = _Recorder()
+    try:
+        async with running(settings, RegistryService):
+            for uri in (
+                f"http://127.0.0.1:{web.port}/internal/admin",
+                f"http://localhost:{web.port}/internal/admin",  # a name resolving to loopback
+                f"http://[::ffff:127.0.0.1]:{web.port}/internal/admin",
+                "http://169.254.169.254/latest/meta-data/",
+            ):
+                with pytest.raises(Rejected) as refused:
+                    await client.register(uri, name="ssrf", version="1.0.0", timeout=30)
+                assert refused.value.code == "import_not_allowed", (uri, refused.value.message)
+            assert web.requests == []  # not one connection reached it
+        # An allowed host's redirect is checked like the first hop.
+        trusting = settings.with_overrides(fetch_hosts=("127.0.0.1",))
+        async with running(trusting, RegistryService):
+            for target in ("http://169.254.169.254/", f"http://localhost:{web.port}/internal/admin"):
+                web.redirect_to = target
+                with pytest.raises(Rejected) as refused:
+                    await client.register(f"http://127.0.0.1:{web.port}/hop", name="ssrf", version="1.0.0")
+                assert refused.value.code == "import_not_allowed", (target, refused.value.message)
+            assert web.requests == ["/hop", "/hop"]
+            with pytest.raises(Rejected) as failed:
+                await client.register(f"http://127.0.0.1:{web.port}/internal/admin", name="ssrf", version="1.0.0")
+            assert failed.value.code == "fetch_failed"
+            assert "500" not in failed.value.message and "secret" not in failed.value.message
+    finally:
+        web.close()

@@ -22,11 +22,14 @@ and load time and memory are those of a cold process, as a model server would se
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
 import pickle
 import platform
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +37,7 @@ import tempfile
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +48,14 @@ from services.benchmarker.runners import (
     GPU_PROVIDERS,
     TENSORRT_ENGINE,
     BenchmarkError,
-    Crashed,
     InvalidConfig,
     OrtRunner,
     RunFailed,
     TensorRTEngineRunner,
 )
 from services.benchmarker.stats import is_stable
+from shared import sandbox
+from shared.errors import NativeOutOfMemory, NativeTimeout
 from shared.inputs import draw, shape_at
 
 MIN_WINDOW_SAMPLES = 10
@@ -444,18 +449,23 @@ def _first_line(exc: BaseException) -> str:
 # --- isolation -------------------------------------------------------------------------------------
 
 
-def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Measurement:
+def measure_isolated(
+    spec: MeasureSpec, *, timeout_s: float | None = None, limits: sandbox.Limits | None = None
+) -> Measurement:
     """``measure`` in a fresh ``python -m services.benchmarker.protocol`` process (blocking;
     call from a thread). A plain child process rather than multiprocessing's spawn, which
     re-imports the caller's ``__main__`` and so breaks scripts without a main guard. The spec and
     the result travel as pickles through a private temporary folder between this process and its
     own child. The protocol's errors cross unchanged; a child that dies without a result (a
-    segfault inside a runtime) becomes ``Crashed``."""
+    segfault inside a runtime), runs past ``timeout_s`` or past ``limits`` (applied in the child:
+    shared/sandbox.py) becomes ``NativeCrash`` / ``NativeTimeout`` / ``NativeOutOfMemory``."""
     limit = timeout_s if timeout_s is not None else spec.warmup_s + spec.max_duration_s + 120.0
-    with tempfile.TemporaryDirectory(prefix="inferlab-bench-") as tmp:
+    _clean_stale_folders_once()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.pickle", Path(tmp) / "result.pickle"
         spec_path.write_bytes(pickle.dumps(spec))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
+        env.update(sandbox.limits_env(limits) if limits is not None else {})
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "services.benchmarker.protocol", str(spec_path), str(result_path)],
@@ -466,15 +476,16 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
                 stderr=subprocess.PIPE,
                 timeout=limit,
                 check=False,
+                # Its own process group, and killed when this process dies (kill -9 included):
+                # an orphan would go on measuring beside the next benchmarker's run.
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except subprocess.TimeoutExpired:
-            raise Crashed(f"the benchmark process did not finish within {limit:.0f}s") from None
+            raise NativeTimeout(f"the benchmark process did not finish within {limit:.0f} s", step=_STEP) from None
         if not result_path.exists():
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
-            raise Crashed(
-                f"the benchmark process died with exit code {proc.returncode} "
-                f"(the runtime crashed on this model?){': ' + ' | '.join(tail) if tail else ''}"
-            )
+            raise sandbox.failure_from_exit(proc.returncode, " | ".join(tail), step=_STEP)
         outcome = pickle.loads(result_path.read_bytes())
     if isinstance(outcome, BaseException):
         raise outcome
@@ -482,6 +493,57 @@ def measure_isolated(spec: MeasureSpec, *, timeout_s: float | None = None) -> Me
 
 
 _REPO = Path(__file__).resolve().parents[2]
+_STEP = "benchmark measurement (loading the model, warm-up, timed runs)"
+_TMP_PREFIX = "inferlab-bench-"
+_PR_SET_PDEATHSIG = 1
+_cleaned = False
+
+
+def _prctl() -> Any:
+    """libc's prctl, loaded in the parent: a forked child of a threaded process must not load
+    libraries (the loader's lock may be held by a thread that does not exist in the child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return setup
+
+
+def _clean_stale_folders_once() -> None:
+    """Remove the scratch folders of measurement processes whose benchmarker is gone (a
+    kill -9 skips the TemporaryDirectory cleanup); once per process."""
+    global _cleaned
+    if _cleaned:
+        return
+    _cleaned = True
+    for folder in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        owner = folder.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _child(argv: list[str]) -> int:
@@ -492,11 +554,16 @@ def _child(argv: list[str]) -> int:
 
     spec = pickle.loads(spec_path.read_bytes())
     try:
+        sandbox.apply_limits_from_env()
         outcome: Any = protocol.measure(spec)
-    except BenchmarkError as exc:
-        outcome = exc
     except Exception as exc:
-        outcome = RunFailed(f"{type(exc).__name__}: {_first_line(exc)}")
+        oom = sandbox.out_of_memory_cause(exc)
+        if oom is not None:
+            outcome = NativeOutOfMemory(f"the model needed more than its memory limit: {_first_line(oom)}", step=_STEP)
+        elif isinstance(exc, BenchmarkError):
+            outcome = exc
+        else:
+            outcome = RunFailed(f"{type(exc).__name__}: {_first_line(exc)}")
     partial = result_path.with_suffix(".partial")
     partial.write_bytes(pickle.dumps(outcome))
     partial.replace(result_path)

@@ -33,7 +33,7 @@ from services.benchmarker import analysis, stats
 from services.benchmarker.history import TABLES, VIEWS, History, ProductionBatch, SampleBatch
 from services.benchmarker.monitor import OPENED, Decision, Key, Monitor, MonitorConfig
 from services.benchmarker.protocol import Measurement, MeasureSpec, fingerprint, measure_isolated
-from services.benchmarker.runners import BenchmarkError, InvalidConfig, LoadFailed, UnavailableOnHost
+from services.benchmarker.runners import GPU_PROVIDERS, BenchmarkError, InvalidConfig, LoadFailed, UnavailableOnHost
 from services.benchmarker.sql import run_query
 from shared.artifacts import ArtifactStore
 from shared.bus import Bus
@@ -72,8 +72,9 @@ from shared.contracts.identity import ModelRef, format_ref, is_valid_name
 from shared.contracts.registry import FORMAT_TENSORRT, INPUTS_NEED_SPEC, ModelRecord, ModelRegistered
 from shared.contracts.validation import ModelValidated, ValidationErrored
 from shared.endpoints import Endpoint
-from shared.errors import ArtifactError, InferlabError, InvalidReference, NotFound, ServiceUnavailable
+from shared.errors import ArtifactError, InferlabError, InvalidReference, NativeFailure, NotFound, ServiceUnavailable
 from shared.log import get_logger
+from shared.sandbox import Limits, limits_for
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
 
@@ -353,7 +354,16 @@ class BenchmarkerService:
                 )
                 started = datetime.now(UTC)
                 try:
-                    measurement = await asyncio.to_thread(_measure_exclusive, spec)
+                    limits = limits_for(
+                        self.settings,
+                        None,
+                        model_bytes=model_path.stat().st_size,
+                        gpu=engine or item.provider in GPU_PROVIDERS,
+                    )
+                    measurement = await asyncio.to_thread(_measure_exclusive, spec, limits)
+                except NativeFailure as exc:
+                    # The runtime crashed, hung or ran out of memory on this model: final.
+                    return await fail(exc.code, f"{record.ref}: {exc.message}")
                 except LoadFailed as exc:
                     return await fail(exc.code, f"{record.ref}: {exc.message}")
                 except BenchmarkError as exc:
@@ -1023,11 +1033,11 @@ class BenchmarkerService:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _measure_exclusive(spec: MeasureSpec) -> Measurement:
+def _measure_exclusive(spec: MeasureSpec, limits: Limits | None = None) -> Measurement:
     with open(HOST_LOCK, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            return measure_isolated(spec)
+            return measure_isolated(spec, limits=limits)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

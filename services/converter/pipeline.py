@@ -22,6 +22,7 @@ from services.converter import parity, tolerances
 from services.converter.inputs import InputError, InputSet
 from services.converter.profiles import Profile, ProfileError
 from services.converter.profiles.base import ConversionContext, Runner, RuntimeLoadError, first_line, release_memory
+from shared import sandbox
 from shared.artifacts import sha256_file
 from shared.contracts.conversion import (
     REASON_CONVERSION_ERROR,
@@ -111,6 +112,7 @@ class References:
         if id(data) not in self._cache:
             from services.converter.profiles.base import OrtRunner
 
+            sandbox.step("loading the source model")
             try:
                 runner = OrtRunner(self.source)
             except RuntimeLoadError as exc:
@@ -129,6 +131,7 @@ class References:
 def run_all(runner: Runner, data: InputSet, *, who: str) -> dict[str, parity.Collected]:
     per_output: dict[str, list[Any]] = {name: [] for name in runner.output_names}
     for batch in data.batches:
+        sandbox.step(f"{who} inference", {k: list(v.shape) for k, v in batch.items()})
         try:
             values = runner.run(batch)
         except Exception as exc:  # onnxruntime's RuntimeException and friends
@@ -222,6 +225,7 @@ def run_profile(run: ProfileRun) -> Outcome:
         shapes=run.shapes,
         cache_dir=run.cache_dir,
     )
+    sandbox.step(f"{run.profile.id} conversion")
     try:
         converted = run.profile.convert(context)
     except ProfileError as exc:
@@ -234,6 +238,7 @@ def run_profile(run: ProfileRun) -> Outcome:
     report.format = converted.format
 
     checked = time.perf_counter()
+    sandbox.step(f"loading the {run.profile.id} variant")
     try:
         runner = run.profile.runner(converted.path)
     except RuntimeLoadError as exc:
@@ -298,3 +303,20 @@ def compare_all(
             continue
         results.append(parity.compare_output(name, ref, got[name], tol, classifier=classifier, labels=data.labels))
     return results
+
+
+# The last job's data plan and source outputs, kept in a sandbox worker between the profiles of
+# one job, so the source runs once per job as it did in-process (a job's profiles run one after
+# the other; another worker only recomputes them).
+_last_job: tuple[str, DataPlan, References] | None = None
+
+
+def run_profile_isolated(run: ProfileRun, job: str) -> Outcome:
+    """``run_profile`` in a sandbox worker (shared/sandbox.py); ``job`` names the job, whose
+    plan and references this worker reuses from the job's previous profile."""
+    global _last_job
+    if _last_job is not None and _last_job[0] == job:
+        run.data, run.references = _last_job[1], _last_job[2]
+    else:
+        _last_job = (job, run.data, run.references)
+    return run_profile(run)

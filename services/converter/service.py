@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import shutil
 import socket
@@ -29,7 +30,7 @@ from typing import Any
 import msgspec
 
 from services.converter import keys
-from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile
+from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile_isolated
 from services.converter.profiles import InvalidOptions, Profile, ProfileError, all_profiles, get_profile
 from services.converter.tolerances import check_tolerance
 from shared.artifacts import ArtifactStore, content_name
@@ -82,10 +83,12 @@ from shared.errors import (
     IntegrityError,
     InvalidDataset,
     InvalidReference,
+    NativeFailure,
     NotFound,
 )
 from shared.inputs import DATASET, InputError, InputSet, dataset_inputs, synthetic_inputs
 from shared.log import get_logger
+from shared.sandbox import SandboxPool, limits_for, pool_size
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
 
@@ -164,9 +167,17 @@ class ConverterService:
         self.host = socket.gethostname()
         self.log = get_logger()
         self.workers: list[Worker] = []
+        # Every conversion and parity check runs native code on a user's model: in workers.
+        self.sandbox = SandboxPool(
+            SERVICE,
+            size=pool_size(settings, settings.converter_concurrency),
+            preload=["onnxruntime", "services.converter.pipeline", "services.converter.profiles"],
+            max_tasks=settings.sandbox_max_tasks,
+        )
 
     async def start(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
+        await self.sandbox.start()
         self.trt_cache.mkdir(parents=True, exist_ok=True)
         await self.store.ensure()
         self.workers = [
@@ -184,7 +195,7 @@ class ConverterService:
         ]
 
     async def stop(self) -> None:
-        pass
+        await self.sandbox.close()
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -325,15 +336,12 @@ class ConverterService:
                 job.data_error = ConversionFailure(REASON_INVALID_DATASET, f"registered dataset: {exc.message}")
         record = job.record
         samples, seed, shapes = self._samples(job), job.seed, job.shapes
-
-        def synthetic() -> InputSet:
-            if record.input_status == INPUTS_NEED_SPEC and not shapes:
-                raise InputError(REASON_NEEDS_INPUT_SPEC, record.input_message)
-            return synthetic_inputs(
-                record.inputs, samples=samples, seed=seed, shapes=shapes, resolved=record.resolved_inputs
-            )
-
-        job.plan = DataPlan(dataset=job.dataset, calibration=job.calibration, synthetic=synthetic)
+        job.plan = DataPlan(
+            dataset=job.dataset,
+            calibration=job.calibration,
+            # A partial of a module-level function: the plan travels to a sandbox worker.
+            synthetic=functools.partial(_synthetic_inputs, record, samples, seed, shapes),
+        )
         job.references = References(job.source)
 
     async def run_profile(self, job: Job, profile_id: str) -> Outcome:
@@ -406,7 +414,23 @@ class ConverterService:
             variant=variant,
         )
         try:
-            result = await asyncio.to_thread(run_profile, run)
+            result = await self.sandbox.run(
+                run_profile_isolated,
+                run,
+                str(job.workdir),
+                limits=limits_for(
+                    self.settings,
+                    self.settings.sandbox_convert_timeout_s,
+                    model_bytes=record.size_bytes,
+                    gpu=profile.output_format == FORMAT_TENSORRT,
+                ),
+                step=f"{profile_id} conversion",
+            )
+        except NativeFailure as exc:
+            # The runtime crashed, hung or blew its memory limit on this model: final, since
+            # the same bytes would do it again; the worker was replaced.
+            self.log.warning("conversion_native_failure", ref=job.ref, profile=profile_id, reason=exc.code)
+            return self._failed(job, profile_id, exc.code, f"{profile_id}: {exc.message}", None, key)
         except ConversionFailure as failure:
             if failure.skipped:
                 return self._skipped(job, profile_id, failure.reason, failure.message, key)
@@ -585,3 +609,11 @@ def profile_infos() -> list[ProfileInfo]:
             )
         )
     return infos
+
+
+def _synthetic_inputs(record: ModelRecord, samples: int, seed: int, shapes: dict[str, list[int]] | None) -> InputSet:
+    """Seeded inputs at the shapes the registry resolved; a model that needs an input spec
+    gets none unless the request gave shapes."""
+    if record.input_status == INPUTS_NEED_SPEC and not shapes:
+        raise InputError(REASON_NEEDS_INPUT_SPEC, record.input_message)
+    return synthetic_inputs(record.inputs, samples=samples, seed=seed, shapes=shapes, resolved=record.resolved_inputs)

@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
+
+import msgspec
 
 from services.registry import query
 from services.registry.store import RegistryStore
 from services.registry.verify import ModelFacts, VerificationError, engine_facts, verify_model
 from shared.artifacts import ArtifactStore, content_name, sha256_file
 from shared.bus import Bus
+from shared.clients.validation import DATASET_SCHEME, NAMED_DATASET_PREFIX
 from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.base import new_id
 from shared.contracts.benchmark import ModelBenchmarked
 from shared.contracts.identity import (
+    MAX_VERSION_LENGTH,
     ModelRef,
     format_ref,
     is_valid_alias,
@@ -35,6 +41,7 @@ from shared.contracts.registry import (
     AliasChange,
     AliasRemoved,
     AliasSet,
+    DatasetStored,
     FindModels,
     FoundModels,
     GetModel,
@@ -44,6 +51,7 @@ from shared.contracts.registry import (
     ModelRegistered,
     ModelRejected,
     ModelView,
+    PutDataset,
     RegisterModel,
     RejectionReason,
     RemoveAlias,
@@ -65,11 +73,16 @@ from shared.errors import (
     IntegrityError,
     InvalidDataset,
     InvalidReference,
+    NativeCrash,
+    NativeFailure,
+    NativeOutOfMemory,
+    NativeTimeout,
     UnknownModel,
 )
 from shared.fetch import fetch_to_file, policy_from_settings
 from shared.inputs import InputError, Resolution, resolve_model
 from shared.log import get_logger
+from shared.sandbox import SandboxPool, limits_for, pool_size
 from shared.worker import Delivery, Route, Worker
 
 SERVICE = "registry"
@@ -77,7 +90,15 @@ SERVICE = "registry"
 # writes a chunk at least every few seconds; put_file stalls out after 30 s).
 ORPHAN_MIN_AGE_S = 600.0
 ORPHAN_SWEEP_S = 3600.0
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Bounds of what a command may carry (a message is at most 1 MB; the record, which holds the
+# metadata and tags, must fit in one KV entry with room for the model's own facts).
+MAX_ID_CHARS = 128
+MAX_URI_CHARS = 8192
+MAX_TAGS = 64
+MAX_TAG_VALUE_CHARS = 1024
+MAX_METADATA_BYTES = 64 * 1024
+ECHO_CHARS = 200
 
 
 class Rejection(Exception):
@@ -118,9 +139,17 @@ class RegistryService:
         self.log = get_logger()
         self.workers: list[Worker] = []
         self._sweeper: asyncio.Task[None] | None = None
+        # onnx's checker and shape inference run on untrusted bytes: in worker processes.
+        self.sandbox = SandboxPool(
+            SERVICE,
+            size=pool_size(settings, settings.registry_concurrency),
+            preload=["services.registry.service"],
+            max_tasks=settings.sandbox_max_tasks,
+        )
 
     async def start(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
+        await self.sandbox.start()
         await self.artifacts.ensure()
         await self.store.open()
         self._sweeper = asyncio.create_task(self._sweep_orphans(), name="orphan-sweeper")
@@ -130,7 +159,7 @@ class RegistryService:
                 service=SERVICE,
                 stream="MODELS",
                 durable="registry",
-                routes=[Route(subjects.REGISTER, RegisterModel, self.on_register)],
+                routes=[Route(subjects.REGISTER, RegisterModel, self.on_register, self.on_malformed)],
                 concurrency=self.settings.registry_concurrency,
             ),
             Worker(
@@ -152,6 +181,7 @@ class RegistryService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.store.close()
+        await self.sandbox.close()
 
     async def _sweep_orphans(self) -> None:
         """An upload killed mid-way (this registry, another replica, a pipeline's SDK) leaves
@@ -172,20 +202,59 @@ class RegistryService:
         try:
             outcome: ModelRegistered | ModelRejected = await self.register(cmd)
         except Rejection as rej:
+            # Every echoed field is clipped: a rejection of a 900 KB name must itself fit in
+            # a message (and its subject uses a placeholder token for an invalid name).
             outcome = ModelRejected(
-                event_id=f"rej-{cmd.event_id}",
-                correlation_id=cmd.correlation_id,
-                name=cmd.name,
-                version=cmd.version,
-                variant=cmd.variant,
+                event_id=f"rej-{_clip(cmd.event_id, MAX_ID_CHARS)}",
+                correlation_id=_clip(cmd.correlation_id, MAX_ID_CHARS),
+                name=_clip(cmd.name),
+                version=_clip(cmd.version),
+                variant=_clip(cmd.variant),
                 sha256=rej.sha256,
-                artifact_uri=_public_uri(cmd.artifact_uri),
+                artifact_uri=_clip(_public_uri(cmd.artifact_uri), MAX_URI_CHARS),
                 reason=rej.reason,
-                message=rej.message,
+                message=_clip(rej.message, 2000),
             )
             await self.bus.publish(subjects.rejected(cmd.name), outcome)
-            self.log.info("rejected", ref=f"{cmd.name}@{cmd.version}", reason=rej.reason.value, message=rej.message)
+            self.log.info(
+                "rejected", ref=f"{outcome.name}@{outcome.version}", reason=rej.reason.value, message=outcome.message
+            )
         await self.bus.reply(cmd, outcome)
+
+    async def on_malformed(self, data: bytes, error: str) -> None:
+        """A ``model.register`` that does not decode (a wrong type, a missing field): when its
+        JSON names the sender (an event id, or an inbox to reply to), it gets a precise
+        ``invalid_command`` rejection instead of silence. The worker dead-letters it too."""
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(raw, dict):
+            return
+
+        def text(key: str, limit: int = ECHO_CHARS) -> str:
+            value = raw.get(key)
+            return _clip(value, limit) if isinstance(value, str) else ""
+
+        event_id = text("event_id", MAX_ID_CHARS)
+        reply_to = text("reply_to", 256)
+        if not event_id and not reply_to:
+            return  # nothing to attribute it to; the dead letter and its alert remain
+        outcome = ModelRejected(
+            event_id=f"rej-{event_id or new_id()}",
+            correlation_id=text("correlation_id", MAX_ID_CHARS),
+            name=text("name"),
+            version=text("version"),
+            variant=text("variant") or "base",
+            artifact_uri=_clip(_public_uri(text("artifact_uri", MAX_URI_CHARS)), MAX_URI_CHARS),
+            reason=RejectionReason.INVALID_COMMAND,
+            message=_clip(f"the command does not decode: {error.removeprefix('cannot decode RegisterModel: ')}", 2000),
+        )
+        await self.bus.publish(subjects.rejected(outcome.name), outcome)
+        await self.bus.reply(SimpleNamespace(reply_to=reply_to), outcome)
+        self.log.info(
+            "rejected", ref=f"{outcome.name}@{outcome.version}", reason="invalid_command", message=outcome.message
+        )
 
     async def register(self, cmd: RegisterModel) -> ModelRegistered:
         self._check_identity(cmd)
@@ -233,11 +302,20 @@ class RegistryService:
                     else None
                 )
                 try:
-                    facts = await asyncio.to_thread(
-                        verify_untrusted, fetched.path, external_data_dir=external_dir, workdir=workdir
+                    facts = await self.sandbox.run(
+                        verify_untrusted,
+                        fetched.path,
+                        external_data_dir=external_dir,
+                        workdir=workdir,
+                        limits=limits_for(
+                            self.settings, self.settings.sandbox_verify_timeout_s, model_bytes=fetched.size
+                        ),
+                        step="verification (onnx.checker, shape inference)",
                     )
                 except VerificationError as exc:
                     raise Rejection(exc.reason, exc.message, fetched.sha256) from None
+                except NativeFailure as exc:
+                    raise Rejection(_native_reason(exc), exc.message, fetched.sha256) from None
             stored_sha = (
                 fetched.sha256 if facts.path == fetched.path else await asyncio.to_thread(sha256_file, facts.path)
             )
@@ -291,27 +369,61 @@ class RegistryService:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     def _check_identity(self, cmd: RegisterModel) -> None:
+        """Every field is bounded and matched whole before anything is fetched or stored (a
+        name with a trailing newline once passed, then broke a KV key on every delivery)."""
         if not is_valid_name(cmd.name):
-            raise Rejection(RejectionReason.INVALID_NAME, f"name {cmd.name!r} must match [a-z0-9][a-z0-9_-]{{0,63}}")
+            raise Rejection(
+                RejectionReason.INVALID_NAME,
+                f"name {_clip(cmd.name, 80)!r} ({len(cmd.name)} characters) must match [a-z0-9][a-z0-9_-]{{0,63}}",
+            )
         if not is_valid_version(cmd.version):
             raise Rejection(
                 RejectionReason.INVALID_VERSION,
-                f"version {cmd.version!r} must be a semantic version such as 1.2.0 or 1.2.0-rc.1 "
-                "(no +build suffix: '+' introduces the variant)",
+                f"version {_clip(cmd.version, 80)!r} must be a semantic version such as 1.2.0 or 1.2.0-rc.1 "
+                f"of at most {MAX_VERSION_LENGTH} characters (no +build suffix: '+' introduces the variant)",
             )
         if not is_valid_variant(cmd.variant):
             raise Rejection(
-                RejectionReason.INVALID_VARIANT, f"variant {cmd.variant!r} must match [a-z0-9][a-z0-9_-]{{0,63}}"
+                RejectionReason.INVALID_VARIANT,
+                f"variant {_clip(cmd.variant, 80)!r} must match [a-z0-9][a-z0-9_-]{{0,63}}",
+            )
+        for field, value, limit in (
+            ("event_id", cmd.event_id, MAX_ID_CHARS),
+            ("correlation_id", cmd.correlation_id, MAX_ID_CHARS),
+            ("artifact_uri", cmd.artifact_uri, MAX_URI_CHARS),
+            ("dataset_uri", cmd.dataset_uri or "", MAX_URI_CHARS),
+            ("parent", cmd.parent or "", 256),
+            ("task", cmd.task or "", 64),
+            ("reply_to", cmd.reply_to or "", 256),
+        ):
+            if len(value) > limit:
+                raise Rejection(
+                    RejectionReason.INVALID_URI if field.endswith("_uri") else RejectionReason.INVALID_COMMAND,
+                    f"{field} has {len(value)} characters, more than {limit}",
+                )
+        if len(cmd.tags) > MAX_TAGS or any(len(v) > MAX_TAG_VALUE_CHARS for v in cmd.tags.values()):
+            raise Rejection(
+                RejectionReason.INVALID_COMMAND,
+                f"at most {MAX_TAGS} tags of at most {MAX_TAG_VALUE_CHARS} characters each",
+            )
+        metadata_bytes = len(msgspec.json.encode(cmd.metadata))
+        if metadata_bytes > MAX_METADATA_BYTES:
+            raise Rejection(
+                RejectionReason.INVALID_COMMAND,
+                f"metadata is {metadata_bytes} bytes as JSON, more than {MAX_METADATA_BYTES} (the record must fit "
+                "in a message)",
             )
         if cmd.format not in FORMATS:
             raise Rejection(
                 RejectionReason.UNSUPPORTED_FORMAT, f"format {cmd.format!r} is not one of {', '.join(FORMATS)}"
             )
-        if cmd.sha256 is not None and not _SHA256.match(cmd.sha256):
+        if cmd.sha256 is not None and not _SHA256.fullmatch(cmd.sha256):
             raise Rejection(RejectionReason.INVALID_COMMAND, "sha256 must be 64 lowercase hex digits")
         for key in cmd.tags:
             if not key or len(key) > 128:
-                raise Rejection(RejectionReason.INVALID_COMMAND, f"tag key {key!r} must be 1 to 128 characters")
+                raise Rejection(
+                    RejectionReason.INVALID_COMMAND, f"tag key {_clip(key, 80)!r} must be 1 to 128 characters"
+                )
 
     async def _resolve_parent(self, text: str) -> ModelRecord:
         try:
@@ -397,13 +509,18 @@ class RegistryService:
         sample = workdir / "sample.npz"
         dataset = workdir / "dataset.npz"
         try:
-            resolution = await asyncio.to_thread(
+            # Trial runs execute the user's graph: in the sandbox, like verification.
+            resolution = await self.sandbox.run(
                 resolve_model,
                 path,
                 specs=list(cmd.input_specs),
                 sample_path=sample if sample.exists() else None,
                 dataset_path=dataset if dataset.exists() else None,
                 parent=list(parent.resolved_inputs) if parent else None,
+                limits=limits_for(
+                    self.settings, self.settings.sandbox_verify_timeout_s, model_bytes=path.stat().st_size
+                ),
+                step="input resolution (trial runs on the model)",
             )
         except InputError as exc:
             reason = (
@@ -414,6 +531,8 @@ class RegistryService:
             raise Rejection(reason, exc.message, model_sha) from None
         except InvalidDataset as exc:
             raise Rejection(RejectionReason.INVALID_DATASET, f"sample: {exc.message}", model_sha) from None
+        except NativeFailure as exc:
+            raise Rejection(_native_reason(exc), exc.message, model_sha) from None
         if resolution.status == INPUTS_NEED_SPEC:
             resolution.message = resolution.message.replace(
                 "--name NAME --version VERSION", f"--name {cmd.name} --version {cmd.version}"
@@ -462,6 +581,9 @@ class RegistryService:
                 "alias-remove", subjects.REGISTRY_ALIAS_REMOVE, RemoveAlias, self.ep_alias_remove, "remove an alias"
             ),
             Endpoint("tags-set", subjects.REGISTRY_TAGS_SET, SetTags, self.ep_tags_set, "set or remove tags"),
+            Endpoint(
+                "dataset-put", subjects.REGISTRY_DATASET_PUT, PutDataset, self.ep_dataset_put, "store a named dataset"
+            ),
         ]
 
     async def _view(self, record: ModelRecord) -> ModelView:
@@ -526,6 +648,37 @@ class RegistryService:
         )
         return AliasChange(name=req.name, alias=req.alias, version=None, previous=version)
 
+    async def ep_dataset_put(self, req: PutDataset) -> DatasetStored:
+        """A pipeline's named dataset: staged by the pipeline, stored here (the pipeline may
+        not write the object store). Replacing a name frees its old chunks."""
+        if not is_valid_name(req.name):
+            raise InferlabError(
+                f"dataset name {req.name[:80]!r} must match [a-z0-9][a-z0-9_-]{{0,63}}", code="invalid_name"
+            )
+        workdir = self.scratch / f"dataset-{new_id()}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            fetched = await fetch_to_file(
+                self.bus,
+                req.uri,
+                workdir / "dataset.npz",
+                max_bytes=self.settings.max_dataset_bytes,
+                policy=self.policy,
+            )
+            stored = await self.artifacts.put_file(
+                fetched.path, f"{NAMED_DATASET_PREFIX}/{req.name}", sha256=fetched.sha256
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        self.log.info("dataset_stored", name=req.name, sha256=stored.sha256, size_bytes=stored.size)
+        return DatasetStored(
+            name=req.name,
+            uri=f"{DATASET_SCHEME}://{req.name}",
+            object_uri=stored.uri,
+            sha256=stored.sha256,
+            size_bytes=stored.size,
+        )
+
     async def ep_tags_set(self, req: SetTags) -> ModelView:
         ref = ModelRef.parse(req.ref)
         record = await self.store.resolve(ref)
@@ -568,6 +721,21 @@ def verify_untrusted(path: Path, *, external_data_dir: Path | None, workdir: Pat
         raise VerificationError(
             RejectionReason.INVALID_MODEL, f"cannot verify the model: {type(exc).__name__}: {str(exc)[:300]}"
         ) from None
+
+
+def _clip(text: str | None, limit: int = ECHO_CHARS) -> str:
+    """At most ``limit`` characters of an echoed field, marked when cut."""
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _native_reason(exc: NativeFailure) -> RejectionReason:
+    if isinstance(exc, NativeTimeout):
+        return RejectionReason.TIMED_OUT
+    if isinstance(exc, NativeOutOfMemory):
+        return RejectionReason.OUT_OF_MEMORY
+    assert isinstance(exc, NativeCrash)
+    return RejectionReason.RUNTIME_CRASHED
 
 
 def _mark_announced(record: ModelRecord) -> None:

@@ -29,6 +29,7 @@ import onnx
 import onnxruntime as ort
 
 from services.validator.metrics import Detections, encode
+from shared import sandbox
 from shared.contracts.registry import TensorSpec
 from shared.errors import InferlabError
 from shared.inputs import read_facts
@@ -175,6 +176,7 @@ class Runner:
             try:
                 results = self.session.run(self.output_names, chunk)
             except Exception as exc:
+                sandbox.note_failure(exc)  # a refused allocation ends the validation as out_of_memory
                 raise InferenceError(
                     f"inference failed on samples {start}..{start + size - 1}: {_first_line(exc)}"
                 ) from None

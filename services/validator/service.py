@@ -27,6 +27,7 @@ from services.validator import requirements as rq
 from services.validator.readiness import Candidate
 from services.validator.runner import Runner
 from services.validator.suite import Perf, SuiteConfig, SuiteInput, check_options, headline_accuracy, run_suite
+from shared import sandbox
 from shared.artifacts import SCHEME, ArtifactStore, object_uri, parse_object_uri
 from shared.bus import Bus
 from shared.cache import ArtifactCache
@@ -52,11 +53,13 @@ from shared.errors import (
     InferlabError,
     InvalidDataset,
     InvalidReference,
+    NativeFailure,
     NotFound,
     ServiceUnavailable,
 )
 from shared.fetch import public_uri
 from shared.log import get_logger
+from shared.sandbox import SandboxPool, limits_for, pool_size
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
 
@@ -125,9 +128,17 @@ class ValidatorService:
         )
         self.log = get_logger()
         self.workers: list[Worker] = []
-        self._datasets: OrderedDict[tuple, Dataset] = OrderedDict()
+        # Loading the model and the whole suite's inference run in workers (native code on a
+        # user's model); datasets are parsed and cached there too.
+        self.sandbox = SandboxPool(
+            SERVICE,
+            size=pool_size(settings, settings.validator_concurrency),
+            preload=["onnxruntime", "services.validator.service"],
+            max_tasks=settings.sandbox_max_tasks,
+        )
 
     async def start(self) -> None:
+        await self.sandbox.start()
         await ArtifactStore(self.bus).ensure()
         self.workers = [
             Worker(
@@ -147,7 +158,7 @@ class ValidatorService:
         return []
 
     async def stop(self) -> None:
-        return None
+        await self.sandbox.close()
 
     # --- triggers -------------------------------------------------------------------------
 
@@ -253,30 +264,33 @@ class ValidatorService:
         dataset_uri = job.dataset_uri or record.dataset_uri or (parent_view.record.dataset_uri if parent_view else None)
         model_path = await self._artifact(record, "model")
         parent_path = await self._artifact(parent_view.record, "parent") if parent_view else None
-        runner = await self._runner(model_path, record.ref)
-        parent_runner = await self._runner(parent_path, parent_view.record.ref) if parent_view and parent_path else None
-        dataset = dataset_sha = None
+        dataset_path = dataset_sha = None
         if dataset_uri:
             fetchable = await self._resolve_dataset(dataset_uri)
             # Shown in errors, logs and the report without user info or query (credentials).
             dataset_uri = public_uri(dataset_uri)
             dataset_path = await self._fetch_dataset(fetchable, dataset_uri)
             dataset_sha = dataset_path.stem
-            dataset = await self._load_dataset(dataset_path, runner, dataset_uri)
+        files = SuiteFiles(
+            model=model_path,
+            ref=record.ref,
+            parent=parent_path if parent_view else None,
+            parent_ref=parent_view.record.ref if parent_view else None,
+            dataset=dataset_path,
+            dataset_shown=dataset_uri or "",
+            batch_size=self.settings.validator_batch_size,
+        )
 
         perf = job.perf or _perf_from_signals(view)
         siblings = await self._siblings(record)
         parent_candidate = _candidate(parent_view) if parent_view else None
-        suite_input = SuiteInput(
+        suite_fields: dict[str, Any] = dict(
             ref=record.ref,
             variant=record.variant,
-            runner=runner,
             requirements=requirements,
-            dataset=dataset,
             dataset_uri=dataset_uri,
             dataset_sha256=dataset_sha,
             task=record.task or (parent_view.record.task if parent_view else None),
-            parent_runner=parent_runner,
             parent_ref=parent_view.record.ref if parent_view else None,
             parent_variant=parent_view.record.variant if parent_view else None,
             checks=checks,
@@ -304,8 +318,20 @@ class ValidatorService:
             )
             asyncio.run_coroutine_threadsafe(self.bus.reply(job.command, message), loop)
 
+        model_bytes = record.size_bytes + (parent_view.record.size_bytes if parent_view else 0)
         try:
-            report = await asyncio.to_thread(run_suite, suite_input, config, progress)
+            report = await self.sandbox.run(
+                run_suite_isolated,
+                files,
+                suite_fields,
+                config,
+                limits=limits_for(self.settings, self.settings.sandbox_validate_timeout_s, model_bytes=model_bytes),
+                step="validation suite",
+                progress=progress,
+            )
+        except NativeFailure as exc:
+            self.log.warning("validation_native_failure", ref=record.ref, reason=exc.code)
+            raise ValidationFailure(exc.code, f"{record.ref}: {exc.message}") from None
         except InferlabError as exc:
             raise ValidationFailure(exc.code, exc.message) from None
         except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
@@ -385,12 +411,6 @@ class ValidatorService:
         except InferlabError as exc:
             raise ValidationFailure(exc.code, f"{what} {record.ref} artifact: {exc.message}") from None
 
-    async def _runner(self, path: Path, ref: str) -> Runner:
-        try:
-            return await asyncio.to_thread(Runner, path, batch_size=self.settings.validator_batch_size)
-        except InferlabError as exc:
-            raise ValidationFailure(exc.code, f"{ref}: {exc.message}") from None
-
     async def _resolve_dataset(self, uri: str) -> str:
         """``dataset://<name>``: the named dataset uploaded with ``put_dataset`` (object
         ``datasets/named/<name>``), else the dataset registered with model ``<name>`` (a
@@ -438,29 +458,6 @@ class ValidatorService:
         except InferlabError as exc:
             raise ValidationFailure(exc.code, f"dataset {shown}: {exc.message}") from None
 
-    async def _load_dataset(self, path: Path, runner: Runner, shown: str) -> Dataset:
-        """Parse (and check against the model's inputs) once per dataset and input layout; the
-        suite never writes into dataset arrays, so validations of sibling variants share them."""
-        specs = [s for s in runner.inputs if s.is_tensor]
-        key = (path.stem, tuple((s.name, s.dtype, tuple(s.shape or ())) for s in specs))
-        cached = self._datasets.get(key)
-        if cached is not None:
-            self._datasets.move_to_end(key)
-            return cached
-        try:
-            dataset = await asyncio.to_thread(load_dataset, path, specs, require_labels=False)
-        except InvalidDataset as exc:
-            raise ValidationFailure("invalid_dataset", f"dataset {shown}: {exc.message}") from None
-        for array in [*dataset.inputs.values(), dataset.labels, dataset.groups, *dataset.extras.values()]:
-            if array is not None:
-                array.flags.writeable = False  # shared between validations: never written
-        size = _dataset_bytes(dataset)
-        if size <= DATASET_MEMORY_BYTES:
-            self._datasets[key] = dataset
-            while sum(_dataset_bytes(d) for d in self._datasets.values()) > DATASET_MEMORY_BYTES:
-                self._datasets.popitem(last=False)
-        return dataset
-
     async def _siblings(self, record: ModelRecord) -> list[Candidate]:
         """Other variants of the same version, with their published figures, for
         recommendations ("prefer fp16")."""
@@ -471,6 +468,74 @@ class ValidatorService:
         return [
             _candidate(v) for v in listing.models if v.record.version == record.version and v.record.ref != record.ref
         ]
+
+
+# --- in a sandbox worker ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuiteFiles:
+    """The local files one validation runs on, handed to a sandbox worker."""
+
+    model: Path
+    ref: str
+    parent: Path | None
+    parent_ref: str | None
+    dataset: Path | None
+    dataset_shown: str
+    batch_size: int
+
+
+# Parsed datasets kept in a worker between validations (sibling variants share one dataset).
+_DATASETS: OrderedDict[tuple, Dataset] = OrderedDict()
+
+
+def run_suite_isolated(
+    files: SuiteFiles, fields: dict[str, Any], config: SuiteConfig, progress: Any = None
+) -> ValidationReport:
+    """Load the model (and its parent) in ONNX Runtime, parse the dataset and run the suite:
+    everything that runs native code on the user's model, in one sandbox task."""
+    sandbox.step("loading the model")
+    runner = _open_runner(files.model, files.ref, files.batch_size)
+    parent_runner = None
+    if files.parent is not None and files.parent_ref is not None:
+        sandbox.step("loading the parent model")
+        parent_runner = _open_runner(files.parent, files.parent_ref, files.batch_size)
+    dataset = _load_dataset(files.dataset, runner, files.dataset_shown) if files.dataset is not None else None
+    sandbox.step("validation suite")
+    suite_input = SuiteInput(runner=runner, parent_runner=parent_runner, dataset=dataset, **fields)
+    return run_suite(suite_input, config, progress)
+
+
+def _open_runner(path: Path, ref: str, batch_size: int) -> Runner:
+    try:
+        return Runner(path, batch_size=batch_size)
+    except InferlabError as exc:
+        raise ValidationFailure(exc.code, f"{ref}: {exc.message}") from None
+
+
+def _load_dataset(path: Path, runner: Runner, shown: str) -> Dataset:
+    """Parse (and check against the model's inputs) once per dataset and input layout; the
+    suite never writes into dataset arrays, so validations of sibling variants share them."""
+    specs = [s for s in runner.inputs if s.is_tensor]
+    key = (path.stem, tuple((s.name, s.dtype, tuple(s.shape or ())) for s in specs))
+    cached = _DATASETS.get(key)
+    if cached is not None:
+        _DATASETS.move_to_end(key)
+        return cached
+    try:
+        dataset = load_dataset(path, specs, require_labels=False)
+    except InvalidDataset as exc:
+        raise ValidationFailure("invalid_dataset", f"dataset {shown}: {exc.message}") from None
+    for array in [*dataset.inputs.values(), dataset.labels, dataset.groups, *dataset.extras.values()]:
+        if array is not None:
+            array.flags.writeable = False  # shared between validations: never written
+    size = _dataset_bytes(dataset)
+    if size <= DATASET_MEMORY_BYTES:
+        _DATASETS[key] = dataset
+        while sum(_dataset_bytes(d) for d in _DATASETS.values()) > DATASET_MEMORY_BYTES:
+            _DATASETS.popitem(last=False)
+    return dataset
 
 
 def _dataset_bytes(dataset: Dataset) -> int:

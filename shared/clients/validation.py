@@ -11,7 +11,6 @@ dataset registered with model ``<name>``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +20,10 @@ import nats.errors
 import nats.js.errors
 from nats.js import api as js_api
 
-from shared.artifacts import ArtifactStore, sha256_file
 from shared.contracts import subjects
 from shared.contracts.base import decode, new_id
 from shared.contracts.identity import ModelRef, is_valid_name
+from shared.contracts.registry import DatasetStored, PutDataset
 from shared.contracts.validation import (
     CHECKS,
     ModelValidated,
@@ -72,11 +71,12 @@ class ValidationApi:
         source = Path(path).expanduser()
         if not source.is_file():
             raise ArtifactNotFound(f"no such file: {source}")
-        sha = await asyncio.to_thread(sha256_file, source)
-        store = ArtifactStore(self.bus)
-        await store.ensure()
-        await store.put_file(source, f"{NAMED_DATASET_PREFIX}/{name}", sha256=sha)
-        return f"{DATASET_SCHEME}://{name}"
+        # Staged, then stored by the registry: only services write the object store.
+        staged = await self.upload(source, prefix="datasets")  # type: ignore[attr-defined]
+        stored = await self.bus.request(
+            subjects.REGISTRY_DATASET_PUT, PutDataset(name=name, uri=staged.uri), DatasetStored, timeout=600.0
+        )
+        return stored.uri
 
     async def _dataset_uri(self, dataset: str | Path | None) -> str | None:
         if dataset is None:

@@ -31,6 +31,11 @@ REASON_INVALID_DATASET = "invalid_dataset"
 REASON_ARTIFACT_ERROR = "artifact_error"
 REASON_VARIANT_EXISTS = "variant_exists"
 REASON_REGISTRATION_REJECTED = "registration_rejected"
+# The profile's native work did not return (shared/sandbox.py): the runtime crashed (signal,
+# step, input shapes in the message), ran past its time limit, or past its memory limit.
+REASON_CRASHED = "crashed"
+REASON_TIMED_OUT = "timed_out"
+REASON_OUT_OF_MEMORY = "out_of_memory"
 # Reasons of ConversionSkipped (not failures, no alert).
 REASON_UNAVAILABLE_ON_HOST = "unavailable_on_host"
 REASON_NOT_APPLICABLE = "not_applicable"

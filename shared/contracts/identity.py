@@ -22,27 +22,30 @@ VARIANT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 ALIAS_PATTERN = r"[a-z][a-z0-9_-]{0,63}"
 BASE_VARIANT = "base"
 
-_NAME = re.compile(rf"^{NAME_PATTERN}$")
-_VERSION = re.compile(rf"^{VERSION_PATTERN}$")
-_VARIANT = re.compile(rf"^{VARIANT_PATTERN}$")
-_ALIAS = re.compile(rf"^{ALIAS_PATTERN}$")
+# Whole-string matches (``fullmatch``: ``$`` would also accept a trailing newline, which then
+# breaks KV keys and subjects downstream), and a bound checked before any regex runs.
+MAX_VERSION_LENGTH = 128
+_NAME = re.compile(NAME_PATTERN)
+_VERSION = re.compile(VERSION_PATTERN)
+_VARIANT = re.compile(VARIANT_PATTERN)
+_ALIAS = re.compile(ALIAS_PATTERN)
 _REF = re.compile(r"^(?P<name>[^@+]+)(?:@(?P<target>[^+]+))?(?:\+(?P<variant>.+))?$")
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(_NAME.match(name))
+    return isinstance(name, str) and len(name) <= 64 and _NAME.fullmatch(name) is not None
 
 
 def is_valid_version(version: str) -> bool:
-    return bool(_VERSION.match(version))
+    return isinstance(version, str) and len(version) <= MAX_VERSION_LENGTH and _VERSION.fullmatch(version) is not None
 
 
 def is_valid_variant(variant: str) -> bool:
-    return bool(_VARIANT.match(variant))
+    return isinstance(variant, str) and len(variant) <= 64 and _VARIANT.fullmatch(variant) is not None
 
 
 def is_valid_alias(alias: str) -> bool:
-    return bool(_ALIAS.match(alias))
+    return isinstance(alias, str) and len(alias) <= 64 and _ALIAS.fullmatch(alias) is not None
 
 
 def version_key(version: str) -> tuple:

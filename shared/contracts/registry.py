@@ -33,6 +33,10 @@ class RejectionReason(StrEnum):
     INVALID_DATASET = "invalid_dataset"
     INVALID_COMMAND = "invalid_command"
     UNSUPPORTED_FORMAT = "unsupported_format"
+    # Verification ran in a sandbox worker that did not answer (shared/sandbox.py).
+    RUNTIME_CRASHED = "runtime_crashed"
+    TIMED_OUT = "timed_out"
+    OUT_OF_MEMORY = "out_of_memory"
 
 
 # Artifact formats. "tensorrt-engine" is a serialized TensorRT engine made by the converter from
@@ -97,8 +101,10 @@ INPUTS_NEED_SPEC = "needs_input_spec"
 class RegisterModel(Command, kw_only=True, tag="model.register"):
     """``model.register``: register a model version from any pipeline.
 
-    ``artifact_uri`` is ``nats-obj://<bucket>/<object>`` (already uploaded), ``file:///...``
-    (under an allow-listed import root) or ``http(s)://...``. ``sha256`` is optional; when
+    ``artifact_uri`` is ``nats-obj://<bucket>/<object>`` (already stored),
+    ``upload://<id>?size=<bytes>&sha256=<hex>`` (staged by the pipeline on ``upload.<id>``),
+    ``file:///...`` (under an allow-listed import root) or ``http(s)://...`` (a public host, or
+    one in ``INFERLAB_FETCH_HOSTS``). ``sha256`` is optional; when
     given the artifact must hash to it. ``parent`` (a reference) and ``variant`` record lineage
     for derived models.
     """
@@ -313,6 +319,23 @@ class SetTags(msgspec.Struct, kw_only=True):
     tags: dict[str, str] = {}
     remove: list[str] = []
     correlation_id: str = ""
+
+
+class PutDataset(msgspec.Struct, kw_only=True):
+    """Store a named dataset (``dataset://<name>``) from ``uri``: a staged upload
+    (``upload://``) or any URI the registry may fetch. Only services write the object store."""
+
+    name: str
+    uri: str
+    correlation_id: str = ""
+
+
+class DatasetStored(msgspec.Struct, kw_only=True):
+    name: str
+    uri: str
+    object_uri: str
+    sha256: str
+    size_bytes: int
 
 
 class Resolve(msgspec.Struct, kw_only=True):

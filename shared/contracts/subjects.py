@@ -30,6 +30,7 @@ REGISTRY_RESOLVE = "registry.resolve"
 REGISTRY_ALIAS_SET = "registry.alias.set"
 REGISTRY_ALIAS_REMOVE = "registry.alias.remove"
 REGISTRY_TAGS_SET = "registry.tags.set"
+REGISTRY_DATASET_PUT = "registry.dataset.put"
 BENCHMARKER_SQL = "benchmarker.sql"
 
 
