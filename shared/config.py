@@ -103,6 +103,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_batch_size: int = 512
     validator_concurrency: int = 1
     validator_policy_dir: str = ""
+    validator_ready_without_dataset: bool = False
     # --- sandbox: native calls on users' models (block owned by shared/sandbox.py) ---
     sandbox_workers: int = 2
     sandbox_memory_bytes: int = 4 << 30
@@ -258,6 +259,7 @@ FIELD_DOCS: dict[str, str] = {
     "validator_structural_samples": "Seeded samples for the structural check (and parity without a dataset).",
     "validator_batch_size": "Samples per inference call (a model with a fixed batch size uses its own).",
     "validator_concurrency": "Validations one validator replica runs at once.",
+    "validator_ready_without_dataset": "A model validated without a dataset (structure, speed only) may be READY.",
     "validator_policy_dir": "Folder of per-model policy files <name>.json|.toml (default: <home>/policies).",
     # sandbox
     "sandbox_workers": "Most sandbox worker processes per service (capped by its concurrency); one starts with it.",

@@ -33,6 +33,7 @@ from shared.artifacts import (
     sha256_file,
 )
 from shared.bus import Bus
+from shared.chain import Chain, ChainResult, ChainRow
 from shared.clients.benchmark import BenchmarkApi
 from shared.clients.conversion import ConversionApi
 from shared.clients.validation import ValidationApi
@@ -42,6 +43,7 @@ from shared.contracts.base import Command, Message, decode, new_id
 from shared.contracts.catalogue import message_type_for
 from shared.contracts.identity import BASE_VARIANT, ModelRef
 from shared.contracts.registry import (
+    FORMAT_ONNX,
     AliasChange,
     FindModels,
     FoundModels,
@@ -394,11 +396,53 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         self,
         subject: str = "alerts.>",
         *,
-        replay: bool = False,
+        replay: bool = True,
         idle_timeout: float | None = None,
         stored_only: bool = False,
     ) -> AsyncIterator[StreamEvent]:
+        """Alerts on ``subject``: by default first every stored one a late subscriber missed
+        (the ALERTS stream keeps a year), then new ones as they come; ``replay=False`` follows
+        new ones only. ``stored_only`` and ``idle_timeout`` as for ``events``."""
         return self.events(subject, replay=replay, idle_timeout=idle_timeout, stored_only=stored_only)
+
+    async def wait_for_verdict(
+        self,
+        ref: str,
+        *,
+        timeout: float = 600.0,
+        profiles: list[str] | None = None,
+        on_update: Callable[[ChainRow], None] | None = None,
+    ) -> ChainResult:
+        """Wait until a registered version has been through the whole chain: its base and each
+        variant of the automatic conversion profiles (``profiles``, default the platform's
+        ``converter_profiles``) converted or not, benchmarked and validated. Returns a
+        ``ChainResult``: ``ready`` when the base is READY, ``verdict`` the base's, ``rows`` every
+        ref's stage and verdict; ``complete`` is False when ``timeout`` came first. Reads the
+        stream from its start, so a verdict reached before the call is found too."""
+        record = (await self.get(ref)).record
+        if profiles is None:
+            auto = record.variant == BASE_VARIANT and record.format == FORMAT_ONNX
+            profiles = list(self.settings.converter_profiles) if auto else []
+        is_base = record.variant == BASE_VARIANT
+        # a variant: wait for that one ref alone
+        chain = Chain(record.name, record.version, profiles if is_base else [], target="" if is_base else record.ref)
+
+        async def follow() -> None:
+            async for event in self.events(f"model.*.{subjects.name_token(record.name)}", replay=True):
+                if event.message is None:
+                    continue
+                before = {r.ref: (r.stage, r.verdict) for r in chain.rows.values()}
+                chain.feed(event.message)
+                if on_update is not None:
+                    for row in chain.rows.values():
+                        if before.get(row.ref) != (row.stage, row.verdict):
+                            on_update(row)
+                if chain.settled:
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follow(), timeout)
+        return chain.result()
 
     # --- discovery --------------------------------------------------------------------------
 

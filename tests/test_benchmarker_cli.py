@@ -49,6 +49,11 @@ async def test_bench_history_trend_compare_sql_export(settings: Settings, client
         rc, out, err = await cli(settings, "compare", "clim@1.0.0", "clim@2.0.0")
         assert rc == 0, err
         assert "Kruskal-Wallis" in out and "Holm" in out
+        assert "medians at least 5% apart" in out  # the practical threshold is stated
+        rc, out, err = await cli(settings, "compare", "clim@1.0.0", "clim@2.0.0", "--min-effect", "0.5", "--json")
+        assert rc == 0, err
+        doc = json.loads(out)
+        assert doc["min_effect"] == 0.5 and "statistically_significant" in doc["pairs"][0]
 
         rc, out, err = await cli(
             settings, "sql", "SELECT version, count(*) AS runs FROM benchmark_runs GROUP BY 1 ORDER BY 1", "--json"
@@ -74,3 +79,13 @@ async def test_bench_history_trend_compare_sql_export(settings: Settings, client
         assert rc == 1 and "unknown_model" in out
         rc, out, err = await cli(settings, "bench", "clim@1.0.0", "--batch", "x")
         assert rc == 2 and "comma-separated integers" in err
+
+
+def test_intervals_print_enough_digits_to_differ() -> None:
+    from shared.cli.bench import interval
+
+    assert interval(0.005912, 0.005987) == "0.00591-0.00599"
+    assert interval(0.0059121, 0.0059123) == "0.0059121-0.0059123"
+    assert interval(0.00594, 0.005944) == "0.005940-0.005944"  # the same digits on both ends
+    assert interval(1.5, 1.5) == "1.50-1.50"
+    assert interval(12.34, 56.78) == "12.3-56.8"

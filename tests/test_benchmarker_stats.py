@@ -203,3 +203,15 @@ def test_pairs_cover_all_combinations() -> None:
     groups = [np.arange(10.0) + k for k in range(4)]
     result = stats.compare_groups(groups)
     assert [(r.a, r.b) for r in result.pairs] == list(itertools.combinations(range(4), 2))
+
+
+def test_a_tiny_gap_on_many_samples_is_not_a_difference() -> None:
+    # 0.7% apart on 200 000 samples each: p is astronomically small, the gap is not practical
+    rng = np.random.default_rng(4)
+    groups = [rng.normal(10, 0.5, 200_000), rng.normal(10.07, 0.5, 200_000), rng.normal(11, 0.5, 200_000)]
+    by_pair = {(r.a, r.b): r for r in stats.compare_groups(groups).pairs}
+    assert by_pair[(0, 1)].statistically_significant and not by_pair[(0, 1)].significant
+    assert by_pair[(0, 2)].significant and by_pair[(1, 2)].significant  # 10% apart
+    strict = {(r.a, r.b): r for r in stats.compare_groups(groups, min_effect=0.005).pairs}
+    assert strict[(0, 1)].significant  # the threshold is the caller's to set
+    assert stats.relative_difference(1.07) == pytest.approx(stats.relative_difference(1 / 1.07))

@@ -309,3 +309,27 @@ def test_sparkline() -> None:
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
     assert sparkline([0, 5, 10], lo=0, gaps=True) == " ▅█"  # empty bins read as gaps
     assert sparkline([3, 3]) == "██" and sparkline([]) == ""
+
+
+def test_html_report_renders_a_default_skl2onnx_classifier() -> None:
+    # skl2onnx's default ZipMap output is seq(map(int64, float32)) with no shape at all: the
+    # header shows the type as written instead of crashing on the missing shape.
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from shared.onnxmeta import graph_inputs, graph_outputs
+
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    proto = to_onnx(LogisticRegression().fit(x, y), x[:1])
+    outputs = graph_outputs(proto)
+    assert any(o.shape is None and o.dtype.startswith("seq(map(") for o in outputs)
+    report = _report()
+    report.record.inputs = graph_inputs(proto)
+    report.record.outputs = outputs
+    html = render_html(report)
+    assert_self_contained(html)
+    assert "output_probability seq(map(int64,float32))" in html.replace(", ", ",")
+    buffer = io.StringIO()
+    render_text(report, Console(file=buffer, width=200, no_color=True))  # and the terminal one still works
+    assert "variants" in buffer.getvalue()

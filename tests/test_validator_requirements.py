@@ -184,3 +184,27 @@ def test_all_passing_is_ready_with_a_short_note() -> None:
     criteria = readiness.judge(_sourced("accuracy>=0.9"), {"accuracy": 0.96})
     assert readiness.is_ready(criteria)
     assert readiness.recommend(criteria, readiness.Context("m@1.0.0", "base")) == ["ready: meets all 1 requirements"]
+
+
+def test_without_a_dataset_the_verdict_is_not_validated_for_accuracy() -> None:
+    criteria = readiness.judge(_sourced("p99_ms<=5"), {"p99_ms": 1.0, "structural": 1.0})
+    assert readiness.is_ready(criteria)  # every requirement met...
+    assert readiness.verdict(criteria, has_dataset=False) == readiness.NOT_VALIDATED_FOR_ACCURACY
+    assert readiness.verdict(criteria, has_dataset=False, ready_without_dataset=True) == readiness.READY
+    assert readiness.verdict(criteria, has_dataset=True) == readiness.READY
+    failing = readiness.judge(_sourced("p99_ms<=0.5"), {"p99_ms": 1.0})
+    assert readiness.verdict(failing, has_dataset=False) == readiness.NOT_READY
+
+
+def test_verdict_words_read_old_and_unknown_values_safely() -> None:
+    from shared.contracts.validation import ModelValidated, ValidationReport
+
+    def event(ready: bool, verdict: str) -> ModelValidated:
+        return ModelValidated(
+            name="m", version="1.0.0", ref="m@1.0.0", ready=ready, report=ValidationReport(), verdict=verdict
+        )
+
+    assert event(True, "").verdict_words == "READY"  # an older validator
+    assert event(False, "").verdict_words == "NOT READY"
+    assert event(False, "not_validated_for_accuracy").verdict_words == "NOT VALIDATED FOR ACCURACY"
+    assert event(False, "some_future_value").verdict_words == "SOME FUTURE VALUE"

@@ -232,7 +232,10 @@ async def test_without_a_dataset_only_structural_runs(stack, vclient: Client, tm
     event = await _wait_for(vclient, subjects.validated("topics"), lambda m: True)
     status = {c.name: c.status for c in event.report.checks}
     assert status["structural"] == "passed" and all(s == "skipped" for k, s in status.items() if k != "structural")
-    assert event.ready and event.accuracy is None and event.report.metrics["p99_ms"] == 0.2
+    # structure and performance only: a verdict without accuracy evidence is never READY
+    assert not event.ready and event.verdict == "not_validated_for_accuracy"
+    assert event.accuracy is None and event.report.metrics["p99_ms"] == 0.2
+    assert await _messages(vclient, subjects.alert("validation", "failed", "topics")) == []  # not an alert
     assert event.report.task == "text-classification"
 
 
@@ -464,7 +467,7 @@ async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations
         event = await _wait_for(vclient, subjects.validated(name), lambda m: True)
         structural = next(c for c in event.report.checks if c.name == "structural")
         assert structural.status == "passed", structural.summary
-        assert event.ready, event.report.recommendations
+        assert event.verdict == "not_validated_for_accuracy", event.report.recommendations  # no dataset
         if name == "fixed":
             assert structural.figures["samples"] == 16  # one sample per call, 16 calls
             assert any("dimension 1 is 5, declared 7" in w for w in structural.figures["warnings"])

@@ -176,3 +176,13 @@ def test_reports_are_trimmed_to_the_message_limit() -> None:
     assert len(encode(event)) <= 200_000
     assert report.truncated[0] == "metrics.confusion_matrix"
     assert report.checks[0].figures["accuracy"] == 0.9  # small figures survive
+
+
+def test_without_a_dataset_the_suite_is_not_ready_by_default(tmp_path: Path) -> None:
+    model = vm.token_classifier(tmp_path / "t.onnx")
+    report = _suite(model, None)
+    assert _status(report)["structural"] == "passed"
+    assert not report.ready and report.verdict == "not_validated_for_accuracy"
+    assert report.recommendations[0].startswith("not validated for accuracy: structure and performance only")
+    opted_in = _suite(model, None, config=SuiteConfig(bootstrap=200, ready_without_dataset=True))
+    assert opted_in.ready and opted_in.verdict == "ready"

@@ -464,12 +464,14 @@ class CompareInput:
     accuracy: float | None
 
 
-def comparison_report(inputs: list[CompareInput], *, alpha: float, seed: int = 0) -> ComparisonReport:
+def comparison_report(
+    inputs: list[CompareInput], *, alpha: float, min_effect: float = stats.DEFAULT_MIN_EFFECT, seed: int = 0
+) -> ComparisonReport:
     """Kruskal-Wallis, pairwise Mann-Whitney with Holm's correction, a ranking by median with
     bootstrap CIs (models not significantly different share a rank), and the Pareto front of
     median latency, size and (when every model has one) error rate = 1 - accuracy."""
     groups = [np.asarray(i.samples_ns, dtype=np.float64) / 1e6 for i in inputs]
-    result = stats.compare_groups(groups, alpha=alpha)
+    result = stats.compare_groups(groups, alpha=alpha, min_effect=min_effect)
     medians = [float(np.median(g)) for g in groups]
     order = sorted(range(len(inputs)), key=lambda i: medians[i])
     significant = {(p.a, p.b): p.significant for p in result.pairs}
@@ -522,6 +524,7 @@ def comparison_report(inputs: list[CompareInput], *, alpha: float, seed: int = 0
             p_adjusted=p.p_adjusted,
             significant=p.significant,
             median_ratio=p.median_ratio,
+            statistically_significant=p.statistically_significant,
         )
         for p in result.pairs
     ]
@@ -540,6 +543,8 @@ def comparison_report(inputs: list[CompareInput], *, alpha: float, seed: int = 0
         pairs=pairs,
         pareto_objectives=objectives,
         message=message,
+        alpha=alpha,
+        min_effect=min_effect,
     )
 
 

@@ -953,6 +953,10 @@ class BenchmarkerService:
     async def ep_compare(self, req: CompareRequest) -> ComparisonReport:
         if not 2 <= len(req.refs) <= 20:
             raise InferlabError("compare takes 2 to 20 model references", code="invalid_request")
+        if not 0 <= req.min_effect < 10:
+            raise InferlabError(
+                f"min_effect is a relative gap such as 0.05 (5%), got {req.min_effect}", code="invalid_request"
+            )
         targets = []
         for text in req.refs:
             ref = ModelRef.parse(text)
@@ -997,7 +1001,7 @@ class BenchmarkerService:
             return inputs
 
         inputs = await self._read(load)
-        return await asyncio.to_thread(analysis.comparison_report, inputs, alpha=alpha)
+        return await asyncio.to_thread(analysis.comparison_report, inputs, alpha=alpha, min_effect=req.min_effect)
 
     async def ep_export(self, req: ExportRequest) -> ExportReply:
         allowed = (*TABLES, *VIEWS, "schema_version")

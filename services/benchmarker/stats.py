@@ -348,8 +348,19 @@ class Pairwise:
     b: int
     p_value: float
     p_adjusted: float
-    significant: bool
+    significant: bool  # statistically significant AND at least the practical threshold apart
     median_ratio: float  # median(a) / median(b)
+    statistically_significant: bool = False  # Holm-adjusted p < alpha, whatever the size
+
+
+DEFAULT_MIN_EFFECT = 0.05
+
+
+def relative_difference(ratio: float) -> float:
+    """How far apart two medians are, whichever is slower: 1.07 and 1/1.07 are both 7%."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        return math.inf
+    return max(ratio, 1.0 / ratio) - 1.0
 
 
 @dataclass(frozen=True)
@@ -359,9 +370,11 @@ class Comparison:
     pairs: list[Pairwise] = field(default_factory=list)
 
 
-def compare_groups(groups: list[np.ndarray], alpha: float = 0.05) -> Comparison:
+def compare_groups(groups: list[np.ndarray], alpha: float = 0.05, min_effect: float = DEFAULT_MIN_EFFECT) -> Comparison:
     """Kruskal-Wallis across all groups, then two-sided Mann-Whitney U for every pair with
-    Holm's correction for the number of pairs."""
+    Holm's correction for the number of pairs. A pair is ``significant`` only when the test
+    says so and the medians are at least ``min_effect`` (relative) apart: with hundreds of
+    thousands of samples any gap, however small, is statistically significant."""
     from scipy import stats as sps
 
     if len(groups) < 2:
@@ -375,7 +388,15 @@ def compare_groups(groups: list[np.ndarray], alpha: float = 0.05) -> Comparison:
             raw.append((i, j, test.p_two_sided, ratio))
     adjusted = holm([r[2] for r in raw])
     pairs = [
-        Pairwise(a=i, b=j, p_value=p_raw, p_adjusted=p_adj, significant=p_adj < alpha, median_ratio=ratio)
+        Pairwise(
+            a=i,
+            b=j,
+            p_value=p_raw,
+            p_adjusted=p_adj,
+            significant=p_adj < alpha and relative_difference(ratio) >= min_effect,
+            median_ratio=ratio,
+            statistically_significant=p_adj < alpha,
+        )
         for (i, j, p_raw, ratio), p_adj in zip(raw, adjusted, strict=True)
     ]
     return Comparison(float(h), float(p), pairs)

@@ -108,6 +108,28 @@ def is_ready(criteria: list[CriterionResult]) -> bool:
     return all(c.passed is True for c in criteria)
 
 
+READY = "ready"
+NOT_READY = "not_ready"
+NOT_VALIDATED_FOR_ACCURACY = "not_validated_for_accuracy"
+VERDICT_WORDS = {
+    READY: "READY",
+    NOT_READY: "NOT READY",
+    NOT_VALIDATED_FOR_ACCURACY: "NOT VALIDATED FOR ACCURACY",
+}
+
+
+def verdict(criteria: list[CriterionResult], has_dataset: bool, ready_without_dataset: bool = False) -> str:
+    """Without a dataset nothing shows the model answers right: meeting every structural and
+    performance requirement is then "not validated for accuracy", not READY (a verdict needs
+    evidence), unless the operator opted in (``validator_ready_without_dataset``). A failed or
+    unmeasured requirement is NOT READY either way."""
+    if not is_ready(criteria):
+        return NOT_READY
+    if not has_dataset and not ready_without_dataset:
+        return NOT_VALIDATED_FOR_ACCURACY
+    return READY
+
+
 @dataclass(frozen=True)
 class Candidate:
     """What the registry knows of a related variant (its latest published figures)."""

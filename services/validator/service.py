@@ -349,6 +349,7 @@ class ValidatorService:
             ready=report.ready,
             accuracy=headline_accuracy(report),
             report=report,
+            verdict=report.verdict,
         )
         fit_report(event, self.settings.max_message_bytes - _MESSAGE_MARGIN)
         await self.bus.publish(subjects.validated(record.name), event)

@@ -110,6 +110,7 @@ class SuiteConfig:
     attack_samples: int = 100
     attack_time_s: float = 20.0
     alpha: float = 0.05
+    ready_without_dataset: bool = False
 
     @classmethod
     def from_settings(cls, settings: Any, options: dict[str, Any]) -> SuiteConfig:
@@ -123,6 +124,7 @@ class SuiteConfig:
             attack_queries=settings.validator_attack_queries,
             attack_samples=settings.validator_attack_samples,
             attack_time_s=settings.validator_attack_time_s,
+            ready_without_dataset=bool(getattr(settings, "validator_ready_without_dataset", False)),
         )
         return config.with_options(options)
 
@@ -673,8 +675,16 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
                 source="default",
             ),
         )
-    ready = readiness.is_ready(criteria)
+    verdict = readiness.verdict(criteria, dataset is not None, config.ready_without_dataset)
+    ready = verdict == readiness.READY
     recommendations = readiness.recommend(criteria, ctx)
+    if verdict == readiness.NOT_VALIDATED_FOR_ACCURACY:
+        recommendations.insert(
+            0,
+            "not validated for accuracy: structure and performance only; give a labelled dataset "
+            "(--dataset) to measure accuracy",
+        )
+        recommendations[:] = [r for r in recommendations if not r.startswith("ready: meets all")]
 
     for check, why in skipped.items():
         outcomes[check] = CheckOutcome(name=check, status="skipped", summary=why)
@@ -688,6 +698,7 @@ def run_suite(inp: SuiteInput, config: SuiteConfig, progress: Progress | None = 
         checks=ordered,
         criteria=criteria,
         ready=ready,
+        verdict=verdict,
         recommendations=recommendations,
         duration_s=round(time.perf_counter() - started, 4),
         task=task,

@@ -100,6 +100,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("refs", nargs="+", metavar="REF")
     p.add_argument("--config", help="configuration key to compare on (default: the latest one they share)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction")
+    p.add_argument(
+        "--min-effect",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="smallest gap between medians called a difference, relative (default 0.05: 5%%)",
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_compare)
 
@@ -322,13 +329,32 @@ def cmd_trend(args: argparse.Namespace) -> int:
     return 0
 
 
+def interval(low: float, high: float, digits: int = 3) -> str:
+    """``low-high`` with as many significant digits as it takes for the two ends to differ
+    (``0.005912-0.005987``, never ``0.0059-0.0059``)."""
+    for d in range(digits, 12):
+        a, b = f"{low:#.{d}g}", f"{high:#.{d}g}"  # '#': both ends keep their trailing zeros
+        if a != b or low == high:
+            return f"{a}-{b}"
+    return f"{low!r}-{high!r}"
+
+
+def _significance(p: Any, min_effect: float) -> str:
+    gap = 100 * (max(p.median_ratio, 1 / p.median_ratio) - 1) if p.median_ratio > 0 else float("inf")
+    if p.significant:
+        return f"yes ({gap:.1f}% apart)"
+    if p.statistically_significant:
+        return f"no: {gap:.1f}% < {100 * min_effect:g}%"
+    return "no"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     if len(args.refs) < 2:
         raise InferlabError("compare needs at least two model references")
 
     async def go() -> Any:
         async with await Client.connect(settings_from(args)) as client:
-            return await client.compare(args.refs, config_key=args.config, alpha=args.alpha)
+            return await client.compare(args.refs, config_key=args.config, alpha=args.alpha, min_effect=args.min_effect)
 
     report = run(go)
     if args.json:
@@ -342,7 +368,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 e.rank,
                 e.ref,
                 fmt_ms(e.median_ms, 4),
-                f"{e.median_ci_ms[0]:.4f}-{e.median_ci_ms[1]:.4f}",
+                interval(*e.median_ci_ms),
                 fmt_ms(e.p99_ms, 4),
                 f"{e.throughput_ips:,.0f}",
                 human_bytes(e.size_bytes),
@@ -363,10 +389,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"{p.median_ratio:.3f}",
                 _p(p.p_value),
                 _p(p.p_adjusted),
-                "yes" if p.significant else "no",
+                _significance(p, report.min_effect),
             ]
             for p in report.pairs
         ],
+        caption=f"significant: Holm p < {report.alpha:g} and medians at least {100 * report.min_effect:g}% apart"
+        " (--alpha, --min-effect)",
     )
     return 0
 

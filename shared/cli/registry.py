@@ -7,18 +7,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from shared.chain import ChainResult, ChainRow
 from shared.cli.app import add_json_flag, run, settings_from
 from shared.cli.output import (
     command_queued,
     command_refused,
     console,
     emit_json,
+    err_console,
     fmt_ms,
     human_bytes,
     table,
     transfer_progress,
     when,
 )
+from shared.contracts.identity import BASE_VARIANT
 from shared.contracts.registry import INPUTS_NEED_SPEC, FindModels, InputSpec, ListModels, ModelRecord, ModelView
 from shared.errors import InferlabError, Rejected
 from shared.sdk import Client
@@ -112,8 +117,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--range", action="append", metavar="NAME:LOW:HIGH", help="value range of an input, e.g. ids:0:30521"
     )
     p.add_argument("--sample", help=".npz of model inputs only, no labels (path or URI): how the model is fed")
-    p.add_argument("--wait", action="store_true", help="wait for the outcome; exit 1 when rejected")
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--wait", action="store_true", help="wait for the registration; exit 1 when rejected")
+    p.add_argument(
+        "--until",
+        choices=("registered", "ready"),
+        help="what to wait for: 'registered' (as --wait) or 'ready': the whole chain of the version "
+        "(conversions, benchmarks, validations of the base and its variants), print the verdict table, "
+        "exit 1 unless the base is READY",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds for each wait (default 300)")
     add_json_flag(p)
     p.set_defaults(func=cmd_register)
 
@@ -204,7 +216,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                     tags=tags,
                     parent=args.parent,
                     variant=args.variant,
-                    wait=args.wait,
+                    wait=args.wait or args.until is not None,
                     timeout=args.timeout,
                     progress=adv,
                     input_specs=input_specs,
@@ -219,6 +231,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         return command_queued(
             args.json, result, f"registration of {args.name}@{args.version}", "follow with `inferlab events model.>`"
         )
+    if args.until == "ready":
+        return _until_ready(args, result)
     if args.json:
         emit_json({"status": "registered", "record": result})
     else:
@@ -231,6 +245,60 @@ def cmd_register(args: argparse.Namespace) -> int:
         elif result.resolved_inputs:
             console.print(f"inputs {format_resolved(result)}", highlight=False)
     return 0
+
+
+def _until_ready(args: argparse.Namespace, record: ModelRecord) -> int:
+    """Follow the registered version to its verdict; progress lines on stderr (so a pipe still
+    shows something), the verdict table on stdout; exit 0 only when the base is READY."""
+    if not args.json:
+        console.print(f"[bold green]registered[/] {record.ref}; waiting for its verdict…", highlight=False)
+
+    def progress(row: ChainRow) -> None:
+        err_console.print(f"  {row.ref}: {row.verdict if row.done else row.stage}", highlight=False)
+
+    async def go() -> ChainResult:
+        async with await Client.connect(settings_from(args)) as client:
+            return await client.wait_for_verdict(record.ref, timeout=args.timeout, on_update=progress)
+
+    result = run(go)
+    if args.json:
+        emit_json({"status": result.verdict if result.complete else "timeout", "record": record, "chain": result})
+    else:
+        table(
+            f"verdict of {result.ref}",
+            ["ref", "variant", "stage", "verdict", "accuracy", "p99 ms", "detail"],
+            [
+                [
+                    r.ref,
+                    r.variant,
+                    r.stage,
+                    _VERDICT_WORDS.get(r.verdict, r.verdict),
+                    "" if r.accuracy is None else f"{r.accuracy:.4f}",
+                    fmt_ms(r.p99_ms),
+                    escape(r.detail),
+                ]
+                for r in result.rows
+            ],
+        )
+        if not result.complete:
+            waiting = [r.ref for r in result.rows if not r.done]
+            console.print(
+                f"[bold red]timed out[/] after {args.timeout:g} s still waiting for "
+                f"{', '.join(waiting) or 'conversion outcomes'}",
+                highlight=False,
+            )
+        else:
+            words = _VERDICT_WORDS.get(result.verdict, result.verdict)
+            console.print(f"{result.ref}: [bold]{words}[/]", highlight=False)
+    return 0 if result.ready and result.complete else 1
+
+
+_VERDICT_WORDS = {
+    "ready": "READY",
+    "not_ready": "NOT READY",
+    "not_validated_for_accuracy": "NOT VALIDATED FOR ACCURACY",
+    "waiting": "waiting",
+}
 
 
 def format_resolved(r: ModelRecord) -> str:
@@ -296,7 +364,9 @@ def _model_row(view: ModelView) -> list[Any]:
         r.task or "",
         human_bytes(r.size_bytes),
         f"{r.parameter_count:,}",
-        ",".join(view.aliases),
+        # name@alias resolves to the base of the version only: showing it on the variants' rows
+        # would read as if it pointed at each of them
+        ",".join(view.aliases) if r.variant == BASE_VARIANT else "",
         fmt_ms(s.p99_ms if s else None),
         "" if not s or s.accuracy is None else f"{s.accuracy:.4f}",
         when(r.created_at),

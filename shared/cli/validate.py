@@ -197,7 +197,7 @@ def _measured(value: float | None, metric: str) -> str:
 
 def render_validation(event: ModelValidated) -> None:
     r = event.report
-    verdict = "[bold green]READY[/]" if event.ready else "[bold red]NOT READY[/]"
+    verdict = f"[bold green]{event.verdict_words}[/]" if event.ready else f"[bold red]{event.verdict_words}[/]"
     facts = [f"task {r.task or '?'}", f"{r.samples} samples" if r.samples else "no dataset"]
     if r.parent_ref:
         facts.append(f"parent {r.parent_ref}")

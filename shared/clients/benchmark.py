@@ -126,13 +126,15 @@ class BenchmarkApi:
             timeout=30.0,
         )
 
-    async def compare(self, refs: list[str], *, config_key: str | None = None, alpha: float = 0.05) -> ComparisonReport:
+    async def compare(
+        self, refs: list[str], *, config_key: str | None = None, alpha: float = 0.05, min_effect: float = 0.05
+    ) -> ComparisonReport:
         """Kruskal-Wallis, pairwise Mann-Whitney (Holm), ranking and Pareto front of ``refs``."""
         for ref in refs:
             ModelRef.parse(ref)
         return await self.bus.request(
             BENCHMARKER_COMPARE,
-            CompareRequest(refs=refs, config_key=config_key, alpha=alpha),
+            CompareRequest(refs=refs, config_key=config_key, alpha=alpha, min_effect=min_effect),
             ComparisonReport,
             timeout=60.0,
         )

@@ -270,6 +270,9 @@ class CompareRequest(msgspec.Struct, kw_only=True):
     refs: list[str]
     config_key: str | None = None
     alpha: float = 0.05
+    # smallest relative gap between medians called a difference (0.05: the slower one at least
+    # 5% slower); added later, with a default
+    min_effect: float = 0.05
 
 
 class CompareEntry(msgspec.Struct, kw_only=True):
@@ -291,8 +294,9 @@ class PairResult(msgspec.Struct, kw_only=True):
     b: str
     p_value: float
     p_adjusted: float  # Holm-corrected
-    significant: bool
+    significant: bool  # p_adjusted < alpha AND the medians at least min_effect apart
     median_ratio: float  # median(a) / median(b)
+    statistically_significant: bool = False  # p_adjusted < alpha alone (added later)
 
 
 class ComparisonReport(msgspec.Struct, kw_only=True):
@@ -304,6 +308,8 @@ class ComparisonReport(msgspec.Struct, kw_only=True):
     pairs: list[PairResult] = []
     pareto_objectives: list[str] = []
     message: str = ""
+    alpha: float = 0.05  # the thresholds the pairs were judged with (added later)
+    min_effect: float = 0.05
 
 
 class ExportRequest(msgspec.Struct, kw_only=True):

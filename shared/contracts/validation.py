@@ -172,6 +172,11 @@ class ValidationReport(msgspec.Struct, kw_only=True):
     intervals: dict[str, list[float]] = {}
     # figures dropped to keep the event under the message size limit
     truncated: list[str] = []
+    # the verdict in words (added later, with a default; readers treat unknown values as not
+    # ready): "ready", "not_ready", or "not_validated_for_accuracy" (no dataset, so structure
+    # and performance only: never READY unless the validator is told so). "" from older
+    # validators: read ``ready``.
+    verdict: str = ""
 
 
 class ModelValidated(Event, kw_only=True, tag="model.validated"):
@@ -184,6 +189,15 @@ class ModelValidated(Event, kw_only=True, tag="model.validated"):
     ready: bool
     accuracy: float | None = None
     report: ValidationReport
+    verdict: str = ""  # as ValidationReport.verdict (added later; "" from older validators)
+
+    @property
+    def verdict_words(self) -> str:
+        """READY / NOT READY / NOT VALIDATED FOR ACCURACY; an unknown future value reads as
+        itself (upper case), never as READY."""
+        if self.verdict:
+            return "READY" if self.verdict == "ready" else self.verdict.replace("_", " ").upper()
+        return "READY" if self.ready else "NOT READY"
 
 
 class ValidationErrored(Event, kw_only=True, tag="model.validation_failed"):

@@ -72,7 +72,8 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None =
 
 def _verdict(v: VariantReport) -> str:
     if v.validation is not None:
-        return '<span class="pass">READY</span>' if v.validation.ready else '<span class="fail">NOT READY</span>'
+        words = esc(v.validation.verdict_words)
+        return f'<span class="pass">{words}</span>' if v.validation.ready else f'<span class="fail">{words}</span>'
     if v.validation_error is not None:
         return f'<span class="unk">could not validate ({esc(v.validation_error.reason)})</span>'
     return '<span class="muted">not validated</span>'
@@ -98,15 +99,21 @@ def _limit(c: CriterionResult) -> str:
     return f"{esc(c.op)} {c.limit:g}"
 
 
+def _shape(shape: list[int | str | None] | None) -> str:
+    # Non-tensor values (skl2onnx's ZipMap ``seq(map(int64,float32))``) carry no shape: the type
+    # as written says it all.
+    return "" if shape is None else esc(str(list(shape)))
+
+
 def _header(report: ModelReport) -> str:
     r = report.record
     s = report.subject
     if s.validation is not None:
         badge = f'<span class="badge {"ready" if s.validation.ready else "notready"}">'
-        badge += ("READY" if s.validation.ready else "NOT READY") + "</span>"
+        badge += esc(s.validation.verdict_words) + "</span>"
     else:
         badge = '<span class="badge unknown">NOT VALIDATED</span>'
-    io = lambda specs: ", ".join(f"{esc(t.name)} {esc(t.dtype)}{list(t.shape)}" for t in specs)  # noqa: E731
+    io = lambda specs: ", ".join(f"{esc(t.name)} {esc(t.dtype)}{_shape(t.shape)}" for t in specs)  # noqa: E731
     facts = [
         ("task", r.task or "?"),
         ("size", f"{r.size_bytes:,} bytes"),

@@ -68,7 +68,11 @@ def render_text(report: ModelReport, console: Console) -> None:
         run = v.run or {}
         verdict = "not validated"
         if v.validation is not None:
-            verdict = "[green]READY[/]" if v.validation.ready else "[bold red]NOT READY[/]"
+            verdict = (
+                f"[green]{v.validation.verdict_words}[/]"
+                if v.validation.ready
+                else f"[bold red]{v.validation.verdict_words}[/]"
+            )
         elif v.validation_error is not None:
             verdict = f"could not validate ({escape(v.validation_error.reason)})"
         rows.append(

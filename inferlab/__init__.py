@@ -1,0 +1,22 @@
+"""inferlab's public Python API: ``from inferlab import Client``.
+
+The SDK lives in ``shared.sdk`` (still importable there); this package names what users need
+without reaching into the platform's internals."""
+
+from shared.chain import ChainResult, ChainRow
+from shared.config import Settings
+from shared.errors import InferlabError, NotFound, Rejected, ServiceUnavailable, WaitTimeout
+from shared.sdk import Client, StreamEvent
+
+__all__ = [
+    "ChainResult",
+    "ChainRow",
+    "Client",
+    "InferlabError",
+    "NotFound",
+    "Rejected",
+    "ServiceUnavailable",
+    "Settings",
+    "StreamEvent",
+    "WaitTimeout",
+]
