@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from corpus.run import run, write_report
-from corpus.sources import ALL, QUICK
+from corpus.sources import ALL, QUICK, QUICK_MODELS
 
 HEADER = """# The real-model corpus
 
@@ -48,7 +48,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="inferlab-corpus-") as tmp:
         workdir = args.workdir or Path(tmp)
         built, follower, floats = asyncio.run(
-            run(QUICK if args.quick else ALL, workdir, timeout=args.timeout, settings=SETTINGS)
+            run(
+                QUICK if args.quick else ALL,
+                workdir,
+                timeout=args.timeout,
+                settings=SETTINGS,
+                only=QUICK_MODELS if args.quick else None,
+            )
         )
         header = HEADER.format(
             profiles=", ".join(PROFILES),

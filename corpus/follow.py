@@ -79,11 +79,9 @@ def parity_summary(report: ConversionReport | None) -> str:
 def classify_failure(reason: str, message: str) -> str:
     if reason == "parity_failed":
         return PARITY_LOSS
-    if (
-        reason in ("needs_input_spec",)
-        or "fails on synthetic inputs" in message
-        or "fails on dataset inputs" in message
-    ):
+    # the source itself does not run on the inputs the converter made: the input resolver's
+    # problem (a variant that fails on inputs its source ran on is the tool's)
+    if reason == "needs_input_spec" or message.startswith("the source model fails on"):
         return INPUTS
     return TOOL
 

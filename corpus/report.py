@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -77,8 +78,12 @@ def _verdict(v: Variant | None) -> str:
     return verdict
 
 
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split()).replace("|", "\\|")
+_LOAD_PREFIX = re.compile(r"Load model from \S+ failed:\s*")
+
+
+def _short(text: str, n: int = 200) -> str:
+    # ONNX Runtime's load errors start with the scratch path, which says nothing
+    text = _LOAD_PREFIX.sub("", " ".join(text.split())).replace("|", "\\|")
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

@@ -67,12 +67,15 @@ async def run(
     *,
     timeout: float,
     settings: dict[str, str] | None = None,
+    only: frozenset[str] | None = None,
     say: Callable[[str], None] = print,
 ) -> tuple[Built, Follower, dict[str, bool]]:
     from shared.sdk import Client, Rejected
     from tests.support.platform import Platform
 
     built = build(workdir / "models", sources)
+    if only is not None:
+        built.models = [m for m in built.models if m.name in only]
     say(f"built {len(built.models)} models; skipped sources: {sorted(built.skipped) or 'none'}")
     floats = {m.name: has_float_compute(m.path) for m in built.models}
     platform = Platform(workdir / "home", free_port())

@@ -30,5 +30,9 @@ ALL = (
     lightgbm,
     ort_quantized,
 )
-# The quick subset that `make test` runs: only packages of the dev install, a few minutes.
+# The quick subset that `make test` runs (tests/test_corpus.py): only packages of the dev
+# install, one model of each kind, about three minutes.
 QUICK = (onnx_zoo, ort_datasets, sklearn, magika)
+QUICK_MODELS = frozenset(
+    {"zoo-squeezenet", "zoo-shufflenet", "ort-mul", "ort-logreg-iris", "skl-mlp-digits", "skl-forest-wine", "magika"}
+)
