@@ -373,3 +373,34 @@ def test_every_fp16_variant_loads_in_onnx_runtime(models, tmp_path: Path) -> Non
     for name in ("mlp", "two_inputs", "int_cast", "skl_classifier"):
         outcome = convert(models[name], "fp16", tmp_path / name)
         ort.InferenceSession(str(outcome.path), providers=["CPUExecutionProvider"])
+
+
+def _generated_weights(path: Path) -> Path:
+    """A MatMul whose 9 MB weight a ConstantOfShape generates at load time (the IR-3 model
+    zoo's light models are built so): a few hundred bytes on disk."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "ConstantOfShape", ["shape"], ["w"], value=numpy_helper.from_array(np.array([0.01], np.float32))
+            ),
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2304])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1024])],
+        [numpy_helper.from_array(np.array([2304, 1024], np.int64), "shape")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_weights_generated_at_load_time_are_not_stored_by_any_profile(tmp_path: Path) -> None:
+    source = _generated_weights(tmp_path / "gen.onnx")
+    outcome = convert(Model(source), "ort-opt", tmp_path, samples=8)
+    assert outcome.report.size_after_bytes < 64 * 1024, outcome.report.size_after_bytes
+    assert "constant folding disabled" in outcome.report.details["notes"][0]
+    with pytest.raises(ConversionFailure) as err:
+        convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=8)
+    assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message

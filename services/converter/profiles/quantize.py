@@ -51,6 +51,7 @@ from services.converter.profiles.base import (
     quiet_library_logs,
     save_model,
 )
+from services.converter.profiles.ort_opt import inflated
 
 QUIET = ("pre-processing before quantization", "Please consider to run pre-processing", "Quantization parameters for")
 
@@ -108,6 +109,12 @@ def prepare(
         source = save_model(model, context.workdir / f"{profile}.normalized.onnx")
     del model
     pre, step = pre_process(source, context.workdir / f"{profile}.pre.onnx")
+    if pre != source and inflated(source.stat().st_size, pre.stat().st_size):
+        raise NotApplicable(
+            f"the graph generates its weights at load time (ConstantOfShape and the like: "
+            f"{source.stat().st_size:,} bytes, {pre.stat().st_size:,} once folded); int8 would have to store "
+            "them, a variant far larger than its source"
+        )
     if pre == source:
         return [(source, [*fixes, step])]
     # the quantiser has bugs of its own on some pre-processed graphs (a ValueError inside
