@@ -29,6 +29,13 @@ SETTINGS = {
     "INFERLAB_BENCH_WINDOW_S": "0.2",
     "INFERLAB_BENCH_MIN_DURATION_S": "0.5",
     "INFERLAB_BENCH_MAX_DURATION_S": "2.0",
+    # 224-pixel CNNs take a second an inference on a loaded 2-core machine: fewer samples for
+    # the parity check and the robustness sweeps (the figures say how many)
+    "INFERLAB_CONVERTER_PARITY_SAMPLES": "16",
+    "INFERLAB_VALIDATOR_NOISE_SAMPLES": "32",
+    "INFERLAB_VALIDATOR_ATTACK_SAMPLES": "2",
+    "INFERLAB_VALIDATOR_ATTACK_QUERIES": "20",
+    "INFERLAB_VALIDATOR_BOOTSTRAP": "50",
 }
 
 
