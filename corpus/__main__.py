@@ -20,7 +20,15 @@ from shipped weights or bundled data (nothing from a model hub), each registered
 {profiles}), benchmarker, validator. Built and run by `make corpus` (`python -m corpus`);
 the sources are the modules of `corpus/sources/`, installed by the `corpus` extra.
 
-Run: {when} on {host} ({cpus} CPUs), {duration:.0f} s."""
+Run: {when} on {host} ({cpus} CPUs), {duration:.0f} s.
+
+How each conversion is counted: **converted** (a variant registered after its parity check;
+figures: samples and input source, worst cosine, largest absolute error, top-1 agreement, size
+ratio to the base, the variant's p50); **not applicable** (the profile has nothing to do on this
+graph, said before converting); **parity loss** (converted, and the check measured a real
+loss); **input synthesis** (the source itself does not run on the inputs the converter made:
+the model needs an input spec or sample); **tool failure** (anything else: a bug to fix).
+"Faster or smaller": a converted variant with a lower p50 than the base, or at most 0.9x its size."""
 
 # Shorter measuring than the defaults so that the whole corpus fits a CI job; every figure is
 # still measured, on less.
