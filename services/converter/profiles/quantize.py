@@ -164,6 +164,10 @@ def pre_process(source: Path, target: Path) -> tuple[Path, str]:
                 )
         except Exception as exc:  # symbolic inference raises anything from asserts to KeyError
             errors.append(first_line(exc, 120))
+            # onnxruntime's symbolic inference leaves a debug copy in the working directory
+            # when it gives up ("Incomplete symbolic shape inference")
+            for debris in ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data"):
+                Path(debris).unlink(missing_ok=True)
             continue
         if target.exists():
             return target, what
