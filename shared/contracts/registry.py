@@ -148,6 +148,8 @@ class ModelRecord(msgspec.Struct, kw_only=True):
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
     parameter_count: int = 0
+    # onnx.checker's findings on a model registered because ONNX Runtime loads it
+    warnings: list[str] = []
     tags: dict[str, str] = {}
     metadata: dict[str, Any] = {}
     dataset_uri: str | None = None

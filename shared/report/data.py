@@ -227,7 +227,8 @@ async def collect(client: Any, ref: str, *, trend_metric: str = "p50_ms") -> Mod
     the registry does not know ``ref``; other sources that fail leave notes."""
     view = await client.get(ref)
     record: ModelRecord = view.record
-    notes: list[str] = []
+    # registered because ONNX Runtime loads it, although onnx.checker objected
+    notes: list[str] = [f"verification warning: {w}" for w in record.warnings]
     base_ref = f"{record.name}@{record.version}"
     nodes: list[LineageNode] = []
     try:

@@ -79,6 +79,9 @@ class ConversionContext:
     calibration: InputSet | None = None
     shapes: dict[str, list[int]] = field(default_factory=dict)
     cache_dir: Path | None = None
+    # one batch of the inputs the variant is checked on: lets a profile run the source to learn
+    # what static inference cannot tell (tensor types), or search for a passing variant
+    sample: dict[str, np.ndarray] | None = None
 
 
 class Runner(ABC):
@@ -156,6 +159,9 @@ class Profile(ABC):
     @abstractmethod
     def convert(self, context: ConversionContext) -> Converted: ...
 
+    # A profile may define ``fallback(context, converted, failing_outputs) -> Converted``: a
+    # second, more conservative conversion the pipeline tries once when the first breaks parity.
+
     def runner(self, path: Path) -> Runner:
         return OrtRunner(path)
 
@@ -221,6 +227,23 @@ def normalize_opset_imports(model: onnx.ModelProto) -> list[str]:
         del model.opset_import[:]
         model.opset_import.extend(keep)
     return changes
+
+
+def graphs(model: onnx.ModelProto) -> list[onnx.GraphProto]:
+    """The main graph and every subgraph (If/Loop/Scan bodies), depth first: recurrent and
+    control-flow exports keep most of their computation in subgraphs."""
+    out: list[onnx.GraphProto] = []
+    todo = [model.graph]
+    while todo:
+        graph = todo.pop()
+        out.append(graph)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    todo.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    todo.extend(attr.graphs)
+    return out
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:

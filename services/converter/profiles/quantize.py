@@ -7,13 +7,21 @@ the request's ``calibration_uri``. Without either it answers ``needs_calibration
 rather than calibrating on invented data, which would make the ranges meaningless.
 
 A graph without any operator the quantiser handles (scikit-learn's linear and tree models
-are single ai.onnx.ml operators) is reported as not applicable rather than "converted" into
-an identical model.
+are single ai.onnx.ml operators), and a graph that is already quantised, are reported as not
+applicable rather than "converted" into an identical model.
+
+Before quantising, ONNX Runtime's own pre-processing (``quant_pre_process``: symbolic shape
+inference, then ONNX Runtime's basic graph optimisation, which folds constants) runs on the
+source. The quantiser only quantises weights that are initializers; exporters often produce
+them from ``Constant`` / ``ConstantOfShape`` nodes or small subgraphs (Paddle exports, the
+IR-3 model zoo), which made ``quantize_dynamic`` fail with "Expected ... to be an
+initializer". When symbolic inference cannot handle a graph, pre-processing is retried
+without it, then without the optimisation; which step ran is in the report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ from services.converter.profiles.base import (
     default_opset,
     describe_ops,
     first_line,
+    graphs,
     load_model,
     normalize_opset_imports,
     op_histogram,
@@ -42,6 +51,7 @@ from services.converter.profiles.base import (
     quiet_library_logs,
     save_model,
 )
+from services.converter.profiles.ort_opt import inflated
 
 QUIET = ("pre-processing before quantization", "Please consider to run pre-processing", "Quantization parameters for")
 
@@ -68,32 +78,100 @@ QUANTIZED_OPS = frozenset(
 
 
 def quantized_node_count(model: onnx.ModelProto) -> int:
-    return sum(1 for node in model.graph.node if node.op_type in QUANTIZED_OPS)
+    return sum(1 for graph in graphs(model) for node in graph.node if node.op_type in QUANTIZED_OPS)
 
 
 def prepare(
     context: ConversionContext, registry_ops: set[str], op_types: list[str], profile: str
-) -> tuple[Path, list[str]]:
+) -> list[tuple[Path, list[str]]]:
     """Check that the quantiser has work here and return the file to quantise: the source,
     or a normalised copy when its opset imports needed fixing. The quantiser gets a path
     rather than our in-memory model so that it holds the only copy (it makes its own)."""
     model = load_model(context.source)
     fixes = normalize_opset_imports(model)
+    quantized = quantized_node_count(model)
+    if quantized:
+        raise NotApplicable(f"the graph is already quantised ({quantized} int8 operators)")
     if default_opset(model) is None:
         raise NotApplicable(
             f"{profile} quantises ai.onnx operators and this graph has none (its operators: {describe_ops(model)})"
         )
     wanted = set(op_types) if op_types else registry_ops
-    present = {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")} & wanted
+    # subgraphs included: recurrent exports keep their LSTM/Conv inside If and Loop bodies
+    present = {n.op_type for g in graphs(model) for n in g.node if n.domain in ("", "ai.onnx")} & wanted
     if not present:
         raise NotApplicable(
             f"{profile} quantises {', '.join(sorted(wanted))}; this graph has none of them "
             f"(its operators: {describe_ops(model)})"
         )
-    if not fixes:
-        return context.source, fixes
-    normalized = save_model(model, context.workdir / f"{profile}.normalized.onnx")
-    return normalized, fixes
+    source = context.source
+    if fixes:
+        source = save_model(model, context.workdir / f"{profile}.normalized.onnx")
+    del model
+    pre, step = pre_process(source, context.workdir / f"{profile}.pre.onnx")
+    if pre != source and inflated(source.stat().st_size, pre.stat().st_size):
+        raise NotApplicable(
+            f"the graph generates its weights at load time (ConstantOfShape and the like: "
+            f"{source.stat().st_size:,} bytes, {pre.stat().st_size:,} once folded); int8 would have to store "
+            "them, a variant far larger than its source"
+        )
+    if pre == source:
+        return [(source, [*fixes, step])]
+    # the quantiser has bugs of its own on some pre-processed graphs (a ValueError inside
+    # qdq_quantizer on a scikit-learn MLP): the plain source is the second try
+    return [(pre, [*fixes, step]), (source, [*fixes, "quantised the source as it is (after pre-processing failed)"])]
+
+
+def quantize_first(candidates: list[tuple[Path, list[str]]], run: Callable[[Path], None], what: str) -> list[str]:
+    """Run the quantiser on the first candidate it accepts; returns that candidate's fixes."""
+    errors = []
+    for path, fixes in candidates:
+        try:
+            with quiet_library_logs(*QUIET):
+                run(path)
+        except Exception as exc:  # ValueError, onnx errors, NotImplementedError from op quantisers
+            errors.append(first_line(exc))
+            continue
+        if len(errors):
+            fixes = [*fixes, f"{what} failed on the pre-processed graph: {errors[0]}"]
+        return fixes
+    raise ConversionError(f"{what} failed: {'; then: '.join(dict.fromkeys(errors))}")
+
+
+# (skip_symbolic_shape, skip_optimization, what ran): most thorough first.
+PRE_PROCESS_STEPS = (
+    (False, False, "quant_pre_process: symbolic shape inference + constant folding"),
+    (True, False, "quant_pre_process: constant folding (symbolic shape inference failed)"),
+    (True, True, "quant_pre_process: onnx shape inference only (optimisation failed)"),
+)
+
+
+def pre_process(source: Path, target: Path) -> tuple[Path, str]:
+    """onnxruntime.quantization's pre-processing of ``source`` into ``target``; the source
+    itself when every step fails (the quantiser then reports what it cannot do)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    errors = []
+    for skip_symbolic, skip_optimization, what in PRE_PROCESS_STEPS:
+        try:
+            with quiet_library_logs(*QUIET):
+                quant_pre_process(
+                    source,
+                    target,
+                    skip_optimization=skip_optimization,
+                    skip_symbolic_shape=skip_symbolic,
+                    auto_merge=True,
+                )
+        except Exception as exc:  # symbolic inference raises anything from asserts to KeyError
+            errors.append(first_line(exc, 120))
+            # onnxruntime's symbolic inference leaves a debug copy in the working directory
+            # when it gives up ("Incomplete symbolic shape inference")
+            for debris in ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data"):
+                Path(debris).unlink(missing_ok=True)
+            continue
+        if target.exists():
+            return target, what
+    return source, f"quant_pre_process failed ({'; '.join(errors)}); quantised the source as it is"
 
 
 def _details(output: onnx.ModelProto, fixes: list[str]) -> dict[str, Any]:
@@ -126,21 +204,21 @@ class Int8Dynamic(Profile):
         from onnxruntime.quantization.registry import IntegerOpsRegistry
 
         opts = context.options
-        source, fixes = prepare(context, set(IntegerOpsRegistry), opts.get("op_types", []), self.id)
+        candidates = prepare(context, set(IntegerOpsRegistry), opts.get("op_types", []), self.id)
         target = context.workdir / "int8-dynamic.onnx"
         weight = QuantType.QInt8 if opts.get("weight_type", "qint8") == "qint8" else QuantType.QUInt8
-        try:
-            with quiet_library_logs(*QUIET):
-                quantize_dynamic(
-                    source,
-                    target,
-                    op_types_to_quantize=opts.get("op_types") or None,
-                    per_channel=opts.get("per_channel", False),
-                    reduce_range=opts.get("reduce_range", False),
-                    weight_type=weight,
-                )
-        except Exception as exc:  # ValueError, onnx errors, NotImplementedError from op quantisers
-            raise ConversionError(f"quantize_dynamic failed: {first_line(exc)}") from exc
+        fixes = quantize_first(
+            candidates,
+            lambda source: quantize_dynamic(
+                source,
+                target,
+                op_types_to_quantize=opts.get("op_types") or None,
+                per_channel=opts.get("per_channel", False),
+                reduce_range=opts.get("reduce_range", False),
+                weight_type=weight,
+            ),
+            "quantize_dynamic",
+        )
         return Converted(target, details=_details(onnx.load(str(target), load_external_data=False), fixes))
 
 
@@ -190,7 +268,7 @@ def quantize_qdq(
             f"{profile} calibrates activation ranges on real data: register the model with a dataset "
             "or send calibration data (calibration_uri / --calibration FILE.npz)"
         )
-    source, fixes = prepare(context, set(QDQRegistry), op_types, profile)
+    candidates = prepare(context, set(QDQRegistry), op_types, profile)
     types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -199,23 +277,24 @@ def quantize_qdq(
     }
     target = context.workdir / target_name
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
-    try:
-        with quiet_library_logs(*QUIET):
-            quantize_static(
-                source,
-                target,
-                CalibrationReader(context.calibration),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=op_types or None,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=types[activation_type],
-                weight_type=types[weight_type],
-                calibrate_method=methods[calibrate_method],
-                extra_options=extra,
-            )
-    except Exception as exc:
-        raise ConversionError(f"quantize_static failed: {first_line(exc)}") from exc
+    calibration = context.calibration
+    fixes = quantize_first(
+        candidates,
+        lambda source: quantize_static(
+            source,
+            target,
+            CalibrationReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types or None,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=types[activation_type],
+            weight_type=types[weight_type],
+            calibrate_method=methods[calibrate_method],
+            extra_options=extra,
+        ),
+        "quantize_static",
+    )
     details = _details(onnx.load(str(target), load_external_data=False), fixes)
     details["calibration_samples"] = context.calibration.samples
     details["calibration_source"] = context.calibration.source
