@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.contracts.conversion import ConversionFailed, ModelConverted
 from shared.sdk import Client
 from tests.support.models import mlp
-from tests.support.sandbox_models import allocating_model, endless_model, nchwc_crash_model
+from tests.support.sandbox_models import allocating_model, nchwc_crash_model
 from tests.support.services import running
 
 
@@ -64,7 +64,7 @@ async def test_a_model_that_allocates_past_the_limit_is_out_of_memory(settings: 
         for ref in ("huge@1.0.0", "big@1.0.0"):
             (outcome,) = await client.convert(ref, profiles=["ort-opt"], timeout=120)
             assert isinstance(outcome, ConversionFailed) and outcome.reason == "out_of_memory", outcome
-            assert "source inference" in outcome.message and "shapes" in outcome.message, outcome.message
+            assert "memory limit" in outcome.message and "ort-opt" in outcome.message, outcome.message
         await client.register(mlp(tmp_path / "m.onnx"), name="fine", version="1.0.0")
         (fine,) = await client.convert("fine@1.0.0", profiles=["ort-opt"], timeout=120)
         assert isinstance(fine, ModelConverted)
@@ -72,7 +72,9 @@ async def test_a_model_that_allocates_past_the_limit_is_out_of_memory(settings: 
 
 
 @pytest.mark.slow
-async def test_a_model_that_never_finishes_times_out(settings: Settings, tmp_path: Path) -> None:
+async def test_a_conversion_that_never_finishes_times_out(settings: Settings, tmp_path: Path) -> None:
+    """A hang inside the conversion (injected into the worker: a model that never finishes is
+    already refused at registration, whose trial runs time out, see test_registry_crash.py)."""
     settings = _quick(settings, sandbox_convert_timeout_s=3.0)
     async with (
         running(settings, RegistryService),
@@ -80,7 +82,8 @@ async def test_a_model_that_never_finishes_times_out(settings: Settings, tmp_pat
         await Client.connect(settings) as client,
     ):
         assert isinstance(service, ConverterService)
-        await client.register(endless_model(tmp_path / "endless.onnx"), name="endless", version="1.0.0")
+        await client.register(mlp(tmp_path / "m.onnx"), name="endless", version="1.0.0")
+        service.sandbox.inject_fault = "hang"
         (outcome,) = await client.convert("endless@1.0.0", profiles=["ort-opt"], timeout=120)
         assert isinstance(outcome, ConversionFailed) and outcome.reason == "timed_out", outcome
         assert "3 s" in outcome.message
@@ -106,6 +109,7 @@ async def test_issue_15_encoder_fp16_variant_crashes_the_runtime_and_is_reported
         by_profile = {o.profile: o for o in outcomes}
         crashed = by_profile["fp16"]
         assert isinstance(crashed, ConversionFailed) and crashed.reason == "crashed", crashed
-        assert "SIGSEGV" in crashed.message and "loading the fp16 variant" in crashed.message
+        # fp16 loads what it made to keep it loadable, so the crash may come inside the conversion
+        assert "SIGSEGV" in crashed.message and "fp16" in crashed.message, crashed.message
         assert isinstance(by_profile["ort-opt"], ModelConverted)
         assert service.workers[0].dead_lettered == 0

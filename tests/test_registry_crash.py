@@ -13,6 +13,7 @@ from shared.config import Settings
 from shared.errors import Rejected
 from shared.sdk import Client
 from tests.support.models import mlp
+from tests.support.sandbox_models import endless_model
 from tests.support.services import running
 
 
@@ -55,4 +56,19 @@ async def test_a_verification_past_its_timeout_is_rejected_as_timed_out(settings
         )
         assert isinstance(hung, Rejected) and hung.code == "timed_out", hung
         assert not isinstance(fine, BaseException), fine
+        assert registry.workers[0].dead_lettered == 0
+
+
+async def test_a_model_that_never_finishes_is_rejected_at_registration_as_timed_out(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """It loads and verifies, but the trial runs that resolve its inputs never end."""
+    settings = settings.with_overrides(sandbox_verify_timeout_s=3.0)
+    async with running(settings, RegistryService) as service, await Client.connect(settings) as client:
+        registry = _registry(service)
+        with pytest.raises(Rejected) as caught:
+            await client.register(endless_model(tmp_path / "endless.onnx"), name="endless", version="1.0.0")
+        assert caught.value.code == "timed_out" and "input resolution" in caught.value.message, caught.value
+        view = await client.register(mlp(tmp_path / "m.onnx"), name="fine", version="1.0.0")
+        assert view.ref == "fine@1.0.0"
         assert registry.workers[0].dead_lettered == 0

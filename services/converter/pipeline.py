@@ -22,8 +22,8 @@ from services.converter import parity, tolerances
 from services.converter.inputs import InputError, InputSet
 from services.converter.profiles import Profile, ProfileError
 from services.converter.profiles.base import ConversionContext, Runner, RuntimeLoadError, first_line, release_memory
-from shared import sandbox
 from services.converter.profiles.normalize import normalize_source
+from shared import sandbox
 from shared.artifacts import sha256_file
 from shared.contracts.conversion import (
     REASON_CONVERSION_ERROR,
