@@ -36,6 +36,7 @@ from onnx import numpy_helper
 from shared.contracts.registry import INPUTS_NEED_SPEC, INPUTS_RESOLVED, InputSpec, ResolvedInput, TensorSpec
 from shared.datasets import Dataset
 from shared.onnxmeta import dtype_name
+from shared.sandbox import out_of_memory_cause
 
 DEFAULT_BATCH = 32
 DEFAULT_DIM = 1
@@ -471,6 +472,7 @@ def resolve(
     names = [o.name for o in session.get_outputs()]
     run_options = _quiet_run()
     last_error = ""
+    refused: BaseException | None = None  # an allocation the runtime refused
     trials = 0
     for assignment in unique:
         if trials and time.monotonic() > deadline:
@@ -490,6 +492,7 @@ def resolve(
             session.run(names, feeds, run_options)
         except Exception as exc:
             last_error = _first_line(exc)
+            refused = refused or out_of_memory_cause(exc)
             continue
         resolved = []
         for f in facts:
@@ -506,6 +509,10 @@ def resolve(
                 )
             )
         return Resolution(INPUTS_RESOLVED, resolved, trials=trials)
+    if refused is not None:
+        # Nothing ran and memory ran short: a model too big for its limit, not one that needs
+        # a spec (in the sandbox this becomes out_of_memory).
+        raise MemoryError(f"the model ran out of memory on every input tried: {last_error}") from refused
     searched = [*free, *([str(batch)] if batch_searched else [])]
     return Resolution(
         INPUTS_NEED_SPEC, message=_needs_spec_message(facts, variables, searched, last_error), trials=trials

@@ -27,9 +27,12 @@ QUICK = BenchmarkConfig(warmup_s=0.1, window_s=0.2, min_duration_s=0.6, max_dura
 async def test_a_crash_or_a_memory_blow_up_fails_the_benchmark_and_the_service_carries_on(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The registry's trial runs must fit the 3 GB model (else it is refused at registration as
+    # out_of_memory, see test_registry_crash.py); the benchmarker gets 1 GiB.
+    registry_settings = settings.with_overrides(bench_auto=False, sandbox_memory_bytes=8 << 30)
     settings = settings.with_overrides(bench_auto=False, sandbox_memory_bytes=1 << 30)
     async with (
-        running(settings, RegistryService),
+        running(registry_settings, RegistryService),
         running(settings, BenchmarkerService) as service,
         await Client.connect(settings) as client,
     ):

@@ -13,7 +13,7 @@ from shared.config import Settings
 from shared.errors import Rejected
 from shared.sdk import Client
 from tests.support.models import mlp
-from tests.support.sandbox_models import endless_model
+from tests.support.sandbox_models import allocating_model, endless_model
 from tests.support.services import running
 
 
@@ -69,6 +69,22 @@ async def test_a_model_that_never_finishes_is_rejected_at_registration_as_timed_
         with pytest.raises(Rejected) as caught:
             await client.register(endless_model(tmp_path / "endless.onnx"), name="endless", version="1.0.0")
         assert caught.value.code == "timed_out" and "input resolution" in caught.value.message, caught.value
+        view = await client.register(mlp(tmp_path / "m.onnx"), name="fine", version="1.0.0")
+        assert view.ref == "fine@1.0.0"
+        assert registry.workers[0].dead_lettered == 0
+
+
+async def test_a_model_past_every_memory_limit_is_rejected_at_registration_as_out_of_memory(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """It loads and verifies, but every trial run needs 10^11 floats: refused, not registered
+    as needing an input spec; the registry carries on."""
+    settings = settings.with_overrides(sandbox_memory_bytes=1 << 30)
+    async with running(settings, RegistryService) as service, await Client.connect(settings) as client:
+        registry = _registry(service)
+        with pytest.raises(Rejected) as caught:
+            await client.register(allocating_model(tmp_path / "huge.onnx"), name="huge", version="1.0.0")
+        assert caught.value.code == "out_of_memory", caught.value
         view = await client.register(mlp(tmp_path / "m.onnx"), name="fine", version="1.0.0")
         assert view.ref == "fine@1.0.0"
         assert registry.workers[0].dead_lettered == 0
