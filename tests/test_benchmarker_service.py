@@ -94,47 +94,72 @@ async def test_registered_model_is_benchmarked_stored_and_queryable(
         assert pq.read_table(tmp_path / "export" / "latency_samples.parquet").num_rows == result.latency.samples
 
 
+# For the regression test on a shared 2-core machine: other processes' load moves an
+# unchanged model's median far beyond the 1.10x default effect threshold between runs (repeats
+# read "regression 1.15x" and, on this 2-vCPU VM with three other test runs, 2.07x: the
+# median moves, so the load slows most calls, not a few outliers), and with 10% stability
+# windows every run of the baseline version could end unstable, leaving the new version
+# "no_baseline" (unstable runs are not accepted as baselines, by design). So the slow version
+# is ~25x the work (128 extra 128x128 MatMuls: ~600 us vs ~25 us a run, quiet), the effect
+# threshold is 5x (above the load noise seen, below the real difference even when the baseline
+# ran loaded and the slow version quiet), and windows need only agree within 30%, with longer
+# to get there.
+LOADED = BenchmarkConfig(warmup_s=0.1, window_s=0.25, min_duration_s=0.75, max_duration_s=5.0, stability_threshold=0.3)
+
+
 async def test_slower_version_raises_one_regression_alert_and_repeats_raise_none(
     bench_settings: Settings, client: Client, tmp_path: Path
 ) -> None:
+    settings = bench_settings.with_overrides(
+        bench_warmup_s=LOADED.warmup_s,
+        bench_window_s=LOADED.window_s,
+        bench_min_duration_s=LOADED.min_duration_s,
+        bench_max_duration_s=LOADED.max_duration_s,
+        bench_stability_threshold=LOADED.stability_threshold,
+        regression_effect_threshold=5.0,
+    )
     fast = mlp(tmp_path / "fast.onnx", hidden=128)
-    slow = mlp(tmp_path / "slow.onnx", hidden=128, extra_matmuls=16)  # same function shape, ~3x the work
-    async with running(bench_settings, RegistryService), running(bench_settings, BenchmarkerService):
+    slow = mlp(tmp_path / "slow.onnx", hidden=128, extra_matmuls=128)  # same function shape, ~25x the work
+    async with running(settings, RegistryService), running(settings, BenchmarkerService):
         await client.register(fast, name="net", version="1.0.0")
         first: ModelBenchmarked = await next_event(client, subjects.benchmarked("net"))
         assert first.results[0].verdict.status == "no_baseline"
+        runs = 1
         # Repeated runs of the unchanged model: compared with the same version's last run.
         for _ in range(2):
-            again = await client.benchmark("net@1.0.0", QUICK)
+            again = await client.benchmark("net@1.0.0", LOADED)
+            runs += 1
             verdict = again.results[0].verdict
             assert verdict.status in ("no_change", "insufficient_data", "improvement"), verdict
-            assert verdict.status != "regression"
-        # A slower new version: compared with the previous version's latest accepted run.
+        # A slower new version: compared with the previous version's latest accepted run
+        # (one of the three exists: see LOADED).
         await client.register(slow, name="net", version="1.1.0")
         slower: ModelBenchmarked = await next_event(client, subjects.benchmarked("net"), lambda m: m.version == "1.1.0")
+        runs += 1
         verdict = slower.results[0].verdict
         if verdict.status == "insufficient_data":
             # A run disturbed by other load on this machine did not stabilise: the benchmarker
             # says so instead of deciding. A re-run (still compared with 1.0.0: the unstable run
             # is not accepted as a baseline) decides.
             slower = await client.benchmark("net@1.1.0")
+            runs += 1
             verdict = slower.results[0].verdict
         assert verdict.status == "regression", verdict
-        assert verdict.median_ratio > 1.10 and verdict.p_value < 0.002 and verdict.baseline_ref == "net@1.0.0"
+        assert verdict.median_ratio > 5.0 and verdict.p_value < 0.002 and verdict.baseline_ref == "net@1.0.0"
         alerts = await collect(client, subjects.alert("performance", "regression", "net"))
         assert len(alerts) == 1
         alert: RegressionAlert = alerts[0]
         assert alert.ref == "net@1.1.0" and alert.baseline_ref == "net@1.0.0"
         assert alert.run.latency.p50_ms > alert.baseline_latency.p50_ms
         assert alert.median_ratio == pytest.approx(verdict.median_ratio)
-        assert alert.p_threshold == 0.002 and alert.effect_threshold == pytest.approx(1.10)
+        assert alert.p_threshold == 0.002 and alert.effect_threshold == pytest.approx(5.0)
         # The alert reached the alerts table too.
         rows = await poll_sql(client, "SELECT type, name FROM alerts", lambda r: len(r) >= 1)
         assert rows == [["alert.performance.regression", "net"]]
         statuses = await client.sql("SELECT status FROM benchmark_runs ORDER BY started_at")
         assert [r[0] for r in statuses.rows][-1] == "regression"
         trend = await client.trend("net")
-        assert len(trend.points) == 4 and trend.config_key.startswith("CPUExecutionProvider")
+        assert len(trend.points) == runs and trend.config_key.startswith("CPUExecutionProvider")
         comparison = await client.compare(["net@1.0.0", "net@1.1.0"])
         assert [e.ref for e in comparison.entries] == ["net@1.0.0", "net@1.1.0"]
         assert comparison.pairs[0].significant and comparison.entries[0].rank == 1
