@@ -5,18 +5,22 @@ without reaching into the platform's internals."""
 
 from shared.chain import ChainResult, ChainRow
 from shared.config import Settings
-from shared.errors import InferlabError, NotFound, Rejected, ServiceUnavailable, WaitTimeout
+from shared.errors import InferlabError, NotFound, Rejected, ServiceUnavailable, UnknownModel, WaitTimeout
 from shared.sdk import Client, StreamEvent
+from shared.telemetry import InvalidLatency, LatencyReporter
 
 __all__ = [
     "ChainResult",
     "ChainRow",
     "Client",
     "InferlabError",
+    "InvalidLatency",
+    "LatencyReporter",
     "NotFound",
     "Rejected",
     "ServiceUnavailable",
     "Settings",
     "StreamEvent",
+    "UnknownModel",
     "WaitTimeout",
 ]

@@ -51,6 +51,8 @@ _EXAMPLE_STRINGS = {
     "dtype": "float32",
 }
 _EXAMPLE_TIME = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+# Numbers whose unit makes 1.5 wrong: ``timestamps`` are Unix seconds (1.5 reads as 1970).
+_EXAMPLE_NUMBERS = {"timestamp": _EXAMPLE_TIME.timestamp()}
 
 
 def _example(t: mi.Type, field: str = "", depth: int = 0) -> Any:
@@ -75,7 +77,7 @@ def _example(t: mi.Type, field: str = "", depth: int = 0) -> Any:
     if isinstance(t, mi.IntType):
         return 1
     if isinstance(t, mi.FloatType):
-        return 1.5
+        return _EXAMPLE_NUMBERS.get(field, 1.5)
     if isinstance(t, mi.DateTimeType):
         return _EXAMPLE_TIME.isoformat().replace("+00:00", "Z")
     if isinstance(t, mi.EnumType):

@@ -36,6 +36,7 @@ from shared.bus import Bus
 from shared.chain import Chain, ChainResult, ChainRow
 from shared.clients.benchmark import BenchmarkApi
 from shared.clients.conversion import ConversionApi
+from shared.clients.telemetry import TelemetryApi
 from shared.clients.validation import ValidationApi
 from shared.config import Settings
 from shared.contracts import subjects
@@ -132,19 +133,23 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-class Client(ConversionApi, BenchmarkApi, ValidationApi):
+class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi):
     """Async client of a running inferlab. Create with ``await Client.connect()``."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.settings = bus.settings
+        self._reporters = {}
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, *, name: str = "inferlab-sdk") -> Client:
         return cls(await Bus.connect(settings or Settings.from_env(), name=name))
 
     async def close(self) -> None:
-        await self.bus.close()
+        try:
+            await self.close_reporters()  # buffered latencies go out before the connection does
+        finally:
+            await self.bus.close()
 
     async def __aenter__(self) -> Client:
         return self

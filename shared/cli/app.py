@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "shared.cli.convert",
     "shared.cli.bench",
     "shared.cli.validate",
+    "shared.cli.serving",
 )
 
 
