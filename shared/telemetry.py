@@ -175,21 +175,27 @@ class LatencyReporter:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            full_only = True
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except TimeoutError:
+                full_only = False  # the interval passed: whatever is buffered goes
             self._wake.clear()
             try:
-                await self.flush()
+                await self.flush(full_only=full_only)
             except InferlabError as exc:
                 # Kept in the buffer; the next round tries again.
                 log.warning("telemetry_flush_failed", ref=self.key.ref, error=exc.message)
 
-    async def flush(self) -> int:
-        """Publish everything buffered now (in batches of ``max_batch``); returns how many
-        samples were sent. Samples go back to the buffer when a publish fails."""
+    async def flush(self, *, full_only: bool = False) -> int:
+        """Publish everything buffered now (in batches of ``max_batch``; ``full_only``: only
+        full batches, the rest waits for the interval); returns how many samples were sent.
+        Samples go back to the buffer when a publish fails."""
         async with self._lock:
-            taken = list(self._buffer)
-            self._buffer.clear()
+            count = len(self._buffer)
+            if full_only:
+                count -= count % self.max_batch
+            taken = [self._buffer.popleft() for _ in range(count)]
             if not taken:
                 return 0
             messages = batches(taken, self.key, self.max_batch)
