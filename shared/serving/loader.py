@@ -28,7 +28,7 @@ class InvalidSessionSettings(InferlabError):
     code = "invalid_session_settings"
 
 
-class SessionSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
+class SessionSettings(msgspec.Struct, kw_only=True):
     """ONNX Runtime session options; 0 threads means ONNX Runtime's default."""
 
     intra_op_threads: int = 0
