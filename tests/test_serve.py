@@ -240,3 +240,37 @@ async def test_following_an_alias_switches_versions_under_load_without_a_failed_
         "1.0.0": sum(r.count("m@1.0.0") for r in answered),
         "2.0.0": sum(r.count("m@2.0.0") for r in answered),
     }
+
+
+async def test_cli_serve_answers_over_http_and_stops_cleanly_on_sigterm(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    import os
+    import re
+    import signal
+    import sys
+
+    path = mlp(tmp_path / "m.onnx")
+    async with running(settings, RegistryService):
+        await client.register(path, name="cli-served", version="1.0.0")
+        env = {**os.environ, **settings.to_env()}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "serve", "cli-served", "--port", "0", "--telemetry-interval", "60",
+            env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            match = re.search(
+                r"serving cli-served@1\.0\.0 for cli-served \(following it\) on http://([\d.]+):(\d+)", line
+            )
+            assert match, line
+            async with ServeClient(match[1], int(match[2])) as http:
+                ref, outputs = await http.infer({"input": np.ones((2, 16), dtype=np.float32)}, npz=False)
+            assert ref == "cli-served@1.0.0" and len(outputs["logits"]) == 2
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+    # stopping flushed the one latency although the interval (60 s) had not passed
+    (batch,) = await _telemetry(settings)
+    assert batch.name == "cli-served" and len(batch.latencies_ms) == 1

@@ -18,7 +18,7 @@ from shared.sdk import Client
 from shared.telemetry import InvalidLatency, check_sample
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve a registered model over HTTP, reporting its latencies as telemetry")
     p.add_argument("ref", help="model reference; an alias (NAME@production) or a bare NAME is followed")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

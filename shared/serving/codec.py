@@ -126,12 +126,12 @@ def encode_npz(outputs: dict[str, Any]) -> bytes:
             raise NotAcceptable(f"output {name!r} is not a tensor (e.g. a sequence of maps): ask for {JSON}")
         arrays[name] = value
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
 
 
 def encode_npz_request(feeds: dict[str, np.ndarray]) -> bytes:
     """What a client sends for the npz format (tests and bench use it too)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **feeds)
+    np.savez(buffer, allow_pickle=False, **feeds)
     return buffer.getvalue()
