@@ -186,6 +186,8 @@ class InferenceServer:
             "max_batch": self.options.max_batch,
             "max_delay_ms": self.options.max_delay_ms,
             "switches": self.switches,
+            "runs": self.batcher.runs,
+            "requests": self.batcher.requests,
         }
 
     async def _infer(self, request: Request) -> Response:

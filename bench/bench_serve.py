@@ -1,0 +1,167 @@
+"""``inferlab serve`` overhead over a bare ONNX Runtime session, at low load.
+
+For two models (a tiny MLP, where the overhead is everything, and a larger one of about a
+millisecond a run), one request at a time from one keep-alive connection to ``inferlab serve`` running as its
+own process (registry in its own process, telemetry on): p50 and p99 of the HTTP round trip
+(npz and JSON bodies), beside the p50 of ``session.run`` on the same model and the same one row
+in this process, measured in the same run with the same thread setting. Printed: the added
+milliseconds and the ratio served / bare. Then 16 connections at once on the larger model:
+requests/s served vs the bare session's runs/s one row at a time, and how many rows each run
+of the server held (the batching).
+
+usage: python bench/bench_serve.py [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import onnxruntime as ort
+from _common import REPO, nats_server, percentile, report
+
+from shared.config import Settings
+from shared.sdk import Client
+from shared.serving.client import ServeClient
+from tests.support.models import mlp
+
+THREADS = 1
+
+
+def bare_p50(path: Path, feeds: dict[str, np.ndarray], n: int) -> tuple[float, float]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(50):
+        session.run(None, feeds)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1000)
+    return percentile(times, 50), 1000.0 / percentile(times, 50)
+
+
+def added(times: list[float], bare: float) -> float:
+    return percentile(times, 50) - bare
+
+
+def per_run(described: dict[str, float]) -> float:
+    return described["requests"] / max(described["runs"], 1)
+
+
+async def served(host: str, port: int, feeds: dict[str, np.ndarray], n: int, npz: bool) -> list[float]:
+    async with ServeClient(host, port) as http:
+        for _ in range(50):
+            await http.infer(feeds, npz=npz)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await http.infer(feeds, npz=npz)
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def concurrent(host: str, port: int, feeds: dict[str, np.ndarray], seconds: float) -> float:
+    count = 0
+    stop = time.perf_counter() + seconds
+
+    async def one() -> None:
+        nonlocal count
+        async with ServeClient(host, port) as http:
+            while time.perf_counter() < stop:
+                await http.infer(feeds)
+                count += 1
+
+    await asyncio.gather(*(one() for _ in range(16)))
+    return count / seconds
+
+
+async def start_server(env: dict[str, str], ref: str, log: Path) -> tuple[subprocess.Popen[bytes], str, int]:
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started before timing)
+        [sys.executable, "-m", "shared.cli", "serve", ref, "--port", "0", "--threads", str(THREADS)],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    line = (await asyncio.to_thread(proc.stderr.readline)).decode()
+    match = re.search(r"on http://([\d.]+):(\d+)", line)
+    if not match:
+        raise SystemExit(f"inferlab serve did not start: {line}")
+    return proc, match[1], int(match[2])
+
+
+async def main(n: int) -> None:
+    rows: list[tuple[str, str]] = []
+    with nats_server() as (server, tmp):
+        settings = Settings(nats_url=server.url, home=str(tmp / "home"), log_level="warning")
+        env = {**os.environ, **settings.to_env()}
+        registry = subprocess.Popen(  # noqa: ASYNC220 (started once, before timing)
+            [sys.executable, "-m", "services.registry"], cwd=REPO, env=env, stdout=subprocess.DEVNULL
+        )
+        try:
+            async with await Client.connect(settings) as client:
+                for _ in range(100):
+                    if await client.status("registry", timeout=0.2):
+                        break
+                models = {
+                    "tiny": mlp(tmp / "tiny.onnx"),
+                    "larger": mlp(tmp / "larger.onnx", features=256, hidden=1024, extra_matmuls=12),
+                }
+                for name, path in models.items():
+                    await client.register(path, name=name, version="1.0.0")
+            for name, path in models.items():
+                features = 16 if name == "tiny" else 256
+                feeds = {"input": np.random.default_rng(0).standard_normal((1, features)).astype(np.float32)}
+                bare, bare_rps = bare_p50(path, feeds, n)
+                proc, host, port = await start_server(env, f"{name}@1.0.0", tmp / f"{name}.log")
+                try:
+                    npz = await served(host, port, feeds, n, npz=True)
+                    js = await served(host, port, feeds, n, npz=False)
+                    rows += [
+                        (f"{name}: bare session.run p50", f"{bare:8.3f} ms"),
+                        (f"{name}: served npz p50 / p99", f"{percentile(npz, 50):8.3f} / {percentile(npz, 99):.3f} ms"),
+                        (f"{name}: served JSON p50 / p99", f"{percentile(js, 50):8.3f} / {percentile(js, 99):.3f} ms"),
+                        (f"{name}: added p50 npz / JSON", f"{added(npz, bare):8.3f} / {added(js, bare):.3f} ms"),
+                        (f"{name}: ratio served npz / bare p50", f"{percentile(npz, 50) / bare:8.1f}x"),
+                        (f"{name}: ratio served JSON / bare p50", f"{percentile(js, 50) / bare:8.1f}x"),
+                    ]  # fmt: skip
+                    if name == "larger":
+                        rps = await concurrent(host, port, feeds, 5.0)
+                        async with ServeClient(host, port) as http:
+                            described = json.loads((await http.request("GET", "/v1/model"))[2])
+                        rows += [
+                            ("larger: 16 connections, served", f"{rps:8.0f} req/s"),
+                            ("larger: bare session, one row a run", f"{bare_rps:8.0f} runs/s"),
+                            ("larger: ratio served / bare throughput", f"{rps / bare_rps:8.2f}x"),
+                            ("larger: requests per run (batching)", f"{per_run(described):8.1f}"),
+                        ]  # fmt: skip
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+        finally:
+            registry.terminate()
+            registry.wait(timeout=30)
+    report(
+        f"inferlab serve vs a bare ONNX Runtime session ({n} sequential requests of one row, "
+        f"{THREADS} intra-op thread, server in its own process, telemetry on)",
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(main(args.n))
