@@ -204,6 +204,9 @@ class LatencyReporter:
                     await self.bus.publish(subjects.telemetry(self.key.name), message)
                 except InferlabError:
                     unsent = taken[i * self.max_batch :]
+                    room = (self._buffer.maxlen or 0) - len(self._buffer)
+                    if len(unsent) > room:  # the newest that do not fit are lost: count them
+                        self.dropped += len(unsent) - room
                     self._buffer.extendleft(reversed(unsent))
                     raise
                 self.sent += len(message.latencies_ms)

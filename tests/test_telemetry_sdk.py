@@ -19,7 +19,7 @@ from shared.contracts.benchmark import InferenceTelemetry
 from shared.docgen import example
 from shared.errors import UnknownAlias, UnknownModel
 from shared.sdk import Client
-from shared.telemetry import InvalidLatency, TelemetryKey, batches, check_sample
+from shared.telemetry import InvalidLatency, LatencyReporter, TelemetryKey, batches, check_sample
 from tests.support.models import mlp
 from tests.support.services import running
 
@@ -52,6 +52,17 @@ def test_the_documented_example_is_a_recent_unix_timestamp() -> None:
     (ts,) = example(InferenceTelemetry)["timestamps"]
     assert 1_700_000_000 < ts < 2_000_000_000  # 2023..2033, not 1970
     _telemetry_batch(InferenceTelemetry(**{k: v for k, v in example(InferenceTelemetry).items() if k != "type"}))
+
+
+def test_the_buffer_is_bounded_and_counts_what_it_drops() -> None:
+    reporter = LatencyReporter(None, KEY, max_batch=10, max_buffer=100)  # type: ignore[arg-type]
+    reporter.record_many([float(i) for i in range(150)])  # no event loop: nothing is flushed
+    assert reporter.pending == 100 and reporter.dropped == 50
+    with pytest.raises(InvalidLatency, match="parallel"):
+        reporter.record_many([1.0, 2.0], [time.time()])
+    with pytest.raises(InvalidLatency):
+        reporter.record_many([1.0, -2.0])  # all or nothing
+    assert reporter.pending == 100
 
 
 def test_cli_latency_files_read_ms_or_timestamp_and_ms() -> None:
