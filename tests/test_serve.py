@@ -24,6 +24,7 @@ from shared.serving import codec
 from shared.serving.batcher import Pending, group, split
 from shared.serving.client import ServeClient, ServeRequestFailed
 from shared.serving.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from shared.serving.http import HttpServer, Request, Response
 from shared.serving.loader import InvalidSessionSettings, session_settings
 from shared.serving.server import InferenceServer, ServeOptions
 from tests.support.models import _digits, digits_classifier, mlp
@@ -102,6 +103,42 @@ def test_session_settings_come_from_the_record_and_options_override() -> None:
     record.metadata["session_settings"] = {"graph_optimization": "max"}
     with pytest.raises(InvalidSessionSettings, match="graph_optimization"):
         session_settings(record)
+
+
+async def test_the_http_server_keeps_alive_and_refuses_what_it_does_not_speak() -> None:
+    async def echo(request: Request) -> Response:
+        return Response(200, request.body, "text/plain")
+
+    server = HttpServer(echo, "127.0.0.1", 0, max_body=10)
+    await server.start()
+
+    async def exchange(raw: bytes, replies: int = 1) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(raw)
+        await writer.drain()
+        data = b""
+        while data.count(b"HTTP/1.1 ") < replies:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                break
+            data += chunk
+        writer.close()
+        return data
+
+    try:
+        two = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nde"
+        both = await exchange(two, replies=2)
+        assert both.count(b"HTTP/1.1 200 OK") == 2 and both.endswith(b"de")  # one connection, two answers
+        assert (await exchange(b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await exchange(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")).startswith(b"HTTP/1.1 413")
+        chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        assert (await exchange(chunked)).startswith(b"HTTP/1.1 411")
+        expect = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok"
+        assert (await exchange(expect, replies=2)).startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+        closing = await exchange(b"GET / HTTP/1.0\r\n\r\n")
+        assert b"Connection: close" in closing
+    finally:
+        await server.close()
 
 
 # --- against the platform --------------------------------------------------------------------

@@ -7,7 +7,9 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from services.benchmarker.service import BenchmarkerService, _telemetry_batch
@@ -140,3 +142,28 @@ async def test_cli_telemetry_send(settings: Settings, tmp_path: Path, capsys: py
         (event,) = [e async for e in client.events("telemetry.>", replay=True, stored_only=True)]
     assert event.subject == "telemetry.inference.cli-prod"
     assert isinstance(event.message, InferenceTelemetry) and event.message.latencies_ms == [10.0, 11.0, 11.5, 12.5]
+
+
+async def test_a_slowdown_reported_through_the_sdk_raises_one_anomaly_incident(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    settings = settings.with_overrides(anomaly_window=200)
+    async with running(settings, RegistryService), running(settings, BenchmarkerService):
+        await client.register(mlp(tmp_path / "m.onnx"), name="slow", version="1.0.0")
+        rng = np.random.default_rng(0)
+        levels = np.concatenate([10.0 * np.ones(4_000), 16.0 * np.ones(2_000), 10.0 * np.ones(3_000)])
+        latencies = (levels * rng.lognormal(0.0, 0.05, levels.size)).tolist()
+        stamps = (time.time() - 60 + np.arange(levels.size) * 0.005).tolist()
+        await client.report_latency("slow@1.0.0", latencies, at=stamps, host="web-1")
+        await client.flush_telemetry()
+        alerts: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(alerts) < 2 and loop.time() < deadline:
+            alerts = [
+                e.message
+                async for e in client.alerts("alerts.performance.anomaly.slow", idle_timeout=0.5, stored_only=True)
+            ]
+            await asyncio.sleep(0.2)
+        assert [a.state for a in alerts] == ["opened", "resolved"]
+        assert alerts[0].ref == "slow@1.0.0" and alerts[0].host == "web-1" and alerts[0].window_median_ms > 14
