@@ -59,7 +59,22 @@ def _module_of(svc: dict[str, Any]) -> str | None:
 
 
 def _inferlab_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in services.items() if name != "nats"}
+    """The platform's services (not NATS, not the optional inference server)."""
+    return {name: svc for name, svc in services.items() if name not in ("nats", "serve")}
+
+
+def test_the_serve_profile_runs_inferlab_serve_as_the_pipeline_user(services: dict[str, dict[str, Any]]) -> None:
+    serve = services["serve"]
+    assert serve["profiles"] == ["serve"]
+    args = build_parser().parse_args(_defaults(serve["command"])[1:])  # the CLI accepts exactly these
+    assert args.func.__name__ == "cmd_serve" and args.ref == "digits@production"
+    assert (args.host, args.port) == ("0.0.0.0", 8080)
+    env = _defaults(serve["environment"])
+    settings = Settings.from_env({k: str(v) for k, v in env.items()})
+    assert settings.nats_url == "nats://nats:4222" and settings.nats_user == "pipeline"
+    assert serve["environment"]["INFERLAB_NATS_PASSWORD"] == services["nats"]["environment"]["PIPELINE_PASSWORD"]
+    assert [p.split(":")[0] for p in _defaults(serve["ports"])] == ["127.0.0.1"]  # no auth: local by default
+    assert "/readyz" in " ".join(serve["healthcheck"]["test"])
 
 
 def test_every_service_runs_a_real_entry_point(services: dict[str, dict[str, Any]]) -> None:
