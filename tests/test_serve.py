@@ -311,3 +311,33 @@ async def test_cli_serve_answers_over_http_and_stops_cleanly_on_sigterm(
     # stopping flushed the one latency although the interval (60 s) had not passed
     (batch,) = await _telemetry(settings)
     assert batch.name == "cli-served" and len(batch.latencies_ms) == 1
+
+
+async def test_stopping_under_load_finishes_what_is_in_flight_and_refuses_the_rest(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    path = mlp(tmp_path / "m.onnx", extra_matmuls=8)
+    async with running(settings, RegistryService):
+        await client.register(path, name="drain", version="1.0.0")
+        server = await InferenceServer(client, ServeOptions(ref="drain@1.0.0", port=0)).start()
+        outcomes: list[str] = []
+
+        async def load() -> None:
+            async with ServeClient("127.0.0.1", server.http.port) as http:
+                while True:
+                    try:
+                        await http.infer({"input": np.ones((1, 16), dtype=np.float32)})
+                        outcomes.append("ok")
+                    except ServeRequestFailed as exc:
+                        outcomes.append(str(exc.status))
+                        return
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        outcomes.append("closed")
+                        return
+
+        loaders = [asyncio.create_task(load()) for _ in range(6)]
+        await asyncio.sleep(0.5)
+        await server.stop()
+        await asyncio.wait_for(asyncio.gather(*loaders), 10)
+    assert outcomes.count("ok") > 6
+    assert set(outcomes) <= {"ok", "503", "closed"}, outcomes  # never a 500 or a lost answer

@@ -72,6 +72,9 @@ class InferenceServer:
         self.http = HttpServer(self.handle, options.host, options.port, max_body=options.max_body_bytes)
         self._follower: asyncio.Task[None] | None = None
         self._stopping = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def url(self) -> str:
@@ -93,8 +96,12 @@ class InferenceServer:
         log.info("serving", ref=self.model.ref, url=self.url, batchable=self.model.batchable)
         return self
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 10.0) -> None:
+        """Refuse new requests (503, and ``/readyz`` 503 for the load balancer), let those in
+        flight finish for up to ``drain_s``, then close and publish the last latencies."""
         self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_s)
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -198,7 +205,14 @@ class InferenceServer:
                 return _json(503, {"error": "not ready", "message": "no model is loaded"})
             content_type = request.header("content-type")
             feeds = codec.decode_request(request.body, content_type, model.inputs)
-            ref, outputs = await self.batcher.infer(feeds)
+            self._inflight += 1
+            self._idle.clear()
+            try:
+                ref, outputs = await self.batcher.infer(feeds)
+            finally:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._idle.set()
             if codec.wants_npz(content_type, request.header("accept")):
                 response = Response(200, codec.encode_npz(outputs), codec.NPZ, {"X-Inferlab-Ref": ref})
             else:
