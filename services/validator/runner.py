@@ -28,30 +28,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from services.validator.errors import InferenceError, ModelLoadError, OutputError
 from services.validator.metrics import Detections, encode
 from shared import sandbox
 from shared.contracts.registry import TensorSpec
-from shared.errors import InferlabError
 from shared.inputs import read_facts
 from shared.onnxmeta import graph_outputs, spec_from_session_arg
 
 DEFAULT_DYNAMIC_DIM = 16
 _CLASSIFIER_OPS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
 _CLASSLABEL_ATTRS = ("classlabels_int64s", "classlabels_ints", "classlabels_strings")
-
-
-class ModelLoadError(InferlabError):
-    code = "model_load_failed"
-
-
-class InferenceError(InferlabError):
-    code = "inference_failed"
-
-
-class OutputError(InferlabError):
-    """The outputs cannot be read as the task needs (no class scores, unknown layout)."""
-
-    code = "unsupported_outputs"
 
 
 @dataclass(frozen=True)
