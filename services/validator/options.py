@@ -178,11 +178,9 @@ def _float_option(options: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-
 def normalise_task(task: str | None) -> str | None:
     if task is None:
         return None
     key = task.strip().lower()
     key = _TASK_ALIASES.get(key, key)
     return key if key in TASKS else None
-
