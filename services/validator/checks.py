@@ -31,6 +31,8 @@ from shared.datasets import Dataset
 from shared.errors import InferlabError, InvalidDataset
 
 CONFUSION_MAX_CLASSES = 50
+# Parity on a model without a batch axis: at most this many single-sample calls each.
+UNBATCHED_PARITY_CALLS = 16
 CLASSIFIERS = ("classification", "text-classification")
 
 
@@ -441,7 +443,7 @@ def attack_check(state: SuiteState) -> CheckResult | None:
     return CheckResult(outcome, {"adversarial_accuracy": attack.adversarial_accuracy}, advice=plain(figures))
 
 
-# The checks in the order they run (and the report lists them).
+# The checks in the order they run (the report lists them in the order of contracts CHECKS).
 CHECK_FUNCTIONS: dict[str, Callable[[SuiteState], CheckResult | None]] = {
     "structural": structural_check,
     "metrics": metrics_check,
@@ -453,9 +455,6 @@ CHECK_FUNCTIONS: dict[str, Callable[[SuiteState], CheckResult | None]] = {
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-UNBATCHED_PARITY_CALLS = 16
 
 
 def _stack(parts: list[dict[str, Any]]) -> dict[str, Any]:

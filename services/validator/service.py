@@ -37,7 +37,7 @@ from services.validator.outcomes import fit_report, outcome_events
 from services.validator.readiness import Candidate
 from services.validator.requirements import Policy, load_policy
 from services.validator.state import Progress, SuiteFields
-from services.validator.suite import SuiteConfig, check_options
+from services.validator.suite import SuiteConfig
 from shared.artifacts import SCHEME, ArtifactStore, object_uri, parse_object_uri
 from shared.bus import Bus
 from shared.cache import ArtifactCache
@@ -203,7 +203,6 @@ class ValidatorService:
         policy, default_policy = self._policy(record.name), self._policy("default")
         options = job_options(job, record, policy, default_policy)
         checks = job_checks(job, policy, default_policy)
-        check_options(options)
         config = SuiteConfig.from_settings(self.settings, options)
         requirements = job_requirements(job, record, parent, policy, default_policy)
         model_path = await self._artifact(record, "model")
