@@ -24,16 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from services.converter.errors import (
+    ConversionError,
+    InvalidOptions,
+    Unavailable,
+    UnsupportedModel,
+)
 from services.converter.inputs import DEFAULT_BATCH
 from services.converter.profiles.base import (
     ConversionContext,
-    ConversionError,
     Converted,
-    InvalidOptions,
     Profile,
     Runner,
-    Unavailable,
-    UnsupportedModel,
     check_known,
     first_line,
 )
