@@ -80,7 +80,7 @@ class OrtRunner(Runner):
         return dict(zip(self.output_names, values, strict=True))
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None
 
 
 @dataclass
