@@ -35,7 +35,7 @@ from bench_validator import METRIC_SUITE, build
 from services.converter.inputs import synthetic_inputs
 from services.converter.pipeline import DataPlan, ProfileRun, References, run_profile, run_profile_isolated
 from services.converter.profiles import get_profile
-from services.registry.service import verify_untrusted
+from services.registry.verify import verify_untrusted
 from services.validator.isolated import SuiteFiles, _load_dataset, run_suite_isolated
 from services.validator.runner import Runner
 from services.validator.suite import SuiteConfig, SuiteFields, SuiteInput, run_suite

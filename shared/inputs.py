@@ -35,6 +35,7 @@ from onnx import numpy_helper
 
 from shared.contracts.registry import INPUTS_NEED_SPEC, INPUTS_RESOLVED, InputSpec, ResolvedInput, TensorSpec
 from shared.datasets import Dataset
+from shared.errors import InputError
 from shared.onnxmeta import dtype_name
 from shared.sandbox import out_of_memory_cause
 
@@ -55,16 +56,6 @@ SEARCH_BUDGET_S = 30.0
 _RATE_NAME = re.compile(r"(^|_)(sr|sample_?rate|sampling_?rate|rate)($|_)", re.IGNORECASE)
 # Ops an integer id passes through unchanged on its way to a Gather.
 _PASS_THROUGH = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Transpose", "Expand"})
-
-
-class InputError(Exception):
-    """Inputs cannot be built for this model (non-tensor input, unknown rank, data that does
-    not fit the declared shapes, no size that runs)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 # --- what the graph says ----------------------------------------------------------------------
