@@ -76,7 +76,7 @@ def validate_config(config: BenchmarkConfig) -> None:
         problems.append("providers must name at least one execution provider")
     if not config.batch_sizes or any(not 1 <= b <= 65536 for b in config.batch_sizes):
         problems.append("batch_sizes must be 1..65536")
-    if not config.intra_op_threads or any(not 0 <= t <= 1024 for t in config.intra_op_threads):
+    if not config.intra_op_threads or any(not 0 <= threads <= 1024 for threads in config.intra_op_threads):
         problems.append("intra_op_threads must be 0..1024 (0: onnxruntime's default)")
     if not config.concurrency or any(not 1 <= c <= 256 for c in config.concurrency):
         problems.append("concurrency must be 1..256")
@@ -724,7 +724,7 @@ def comparison_report(
                 pareto=k in front,
             )
         )
-    entries.sort(key=lambda e: (e.rank, e.median_ms))
+    entries.sort(key=lambda entry: (entry.rank, entry.median_ms))
     pairs = [
         PairResult(
             a=inputs[p.a].ref,
