@@ -83,7 +83,7 @@ class Measuring:
     async def benchmark(self, record: ModelRecord, config: BenchmarkConfig, request: Request) -> ModelBenchmarked:
         """Measure every planned configuration of ``config`` on ``record``, store the runs with
         their verdicts, publish the outcome (and regression alerts), and answer a command."""
-        plan = await self._plan(record, config)
+        plan = self._plan(record, config)
         model_path, dataset_path, notes = await self._fetch(record, plan)
         origin = RunOrigin(f"bench-{request.event_id}", request.event_id, request.correlation_id)
         runs: list[StoredRun] = []
@@ -120,7 +120,7 @@ class Measuring:
 
     # --- the steps --------------------------------------------------------------------------
 
-    async def _plan(self, record: ModelRecord, config: BenchmarkConfig) -> Plan:
+    def _plan(self, record: ModelRecord, config: BenchmarkConfig) -> Plan:
         from shared.gpu import ort_providers
 
         missing = _missing_engine_runtime() if record.format == FORMAT_TENSORRT else None
