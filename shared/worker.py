@@ -96,7 +96,12 @@ def subject_matches(pattern: str, subject: str) -> bool:
 class PoisonMessage(Exception):
     """The message can never be handled (undecodable, unroutable, too large). A handler may
     raise it too, for input it can tell no retry will fix: the message is dead-lettered at
-    once instead of being retried ``max_deliver`` times."""
+    once instead of being retried ``max_deliver`` times, with ``reason`` (a machine code, e.g.
+    the error's ``code``) as the dead letter's ``details["reason"]``."""
+
+    def __init__(self, message: str, *, reason: str = "poison") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Worker:
@@ -231,7 +236,7 @@ class Worker:
                 raise
             except PoisonMessage as exc:  # the handler knows no retry can succeed
                 heartbeat.cancel()
-                await self._dead_letter(msg, exc, reason="poison")
+                await self._dead_letter(msg, exc.__cause__ or exc, reason=exc.reason)
                 return
             except Exception as exc:
                 self.failed += 1
