@@ -503,10 +503,6 @@ class Bus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 4.0)
 
-    async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
-        """Fire-and-forget core NATS publish."""
-        await self.nc.publish(subject, encode(message))
-
     async def reply(self, command: Any, outcome: msgspec.Struct) -> None:
         """Send a command's outcome to its ``reply_to``, if it names an inbox. Only inboxes: a
         ``reply_to`` inside ``model.>`` would let a client make a service publish into the

@@ -13,6 +13,7 @@ follow the streams.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import tarfile
@@ -344,7 +345,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         body = filters or ListModels(**kwargs)
         return await self.bus.request(subjects.REGISTRY_LIST, body, ModelList)
 
-    async def find(self, requirements: FindModels | None = None, **kwargs: Any) -> list[RankedModel]:
+    async def find(self, requirements: FindModels | None = None, **kwargs: Any) -> builtins.list[RankedModel]:
         body = requirements or FindModels(**kwargs)
         found = await self.bus.request(subjects.REGISTRY_FIND, body, FoundModels)
         return found.results
@@ -366,7 +367,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
             subjects.REGISTRY_ALIAS_REMOVE, RemoveAlias(name=parsed.name, alias=alias), AliasChange
         )
 
-    async def set_tags(self, ref: str, tags: dict[str, str], remove: list[str] | None = None) -> ModelView:
+    async def set_tags(self, ref: str, tags: dict[str, str], remove: builtins.list[str] | None = None) -> ModelView:
         ModelRef.parse(ref)
         return await self.bus.request(
             subjects.REGISTRY_TAGS_SET, SetTags(ref=ref, tags=tags, remove=remove or []), ModelView
@@ -410,7 +411,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         ref: str,
         *,
         timeout: float = 600.0,
-        profiles: list[str] | None = None,
+        profiles: builtins.list[str] | None = None,
         on_update: Callable[[ChainRow], None] | None = None,
     ) -> ChainResult:
         """Wait until a registered version has been through the whole chain: its base and each
@@ -446,7 +447,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
 
     # --- discovery --------------------------------------------------------------------------
 
-    async def status(self, service: str | None = None, timeout: float = 0.75) -> list[ServiceStatus]:
+    async def status(self, service: str | None = None, timeout: float = 0.75) -> builtins.list[ServiceStatus]:
         """Every running service instance, found through ``$SRV.INFO`` (micro discovery),
         with its endpoint statistics from ``$SRV.STATS``."""
         subject = "$SRV.INFO" + (f".{service}" if service else "")
@@ -473,9 +474,10 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         from shared.runtime import Health, HealthRequest
 
         health = await self.bus.request(f"{service}.health", HealthRequest(), Health, timeout=timeout)
-        return msgspec.to_builtins(health)
+        builtins_: dict[str, Any] = msgspec.to_builtins(health)
+        return builtins_
 
-    async def _gather(self, subject: str, timeout: float) -> list[dict[str, Any]]:
+    async def _gather(self, subject: str, timeout: float) -> builtins.list[dict[str, Any]]:
         inbox = self.bus.nc.new_inbox()
         replies: list[dict[str, Any]] = []
 
