@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.base import Message, decode, encode
+from shared.contracts.base import Message, codec, decode, encode
 from shared.contracts.registry import ErrorReply
 from shared.errors import (
     InferlabError,
@@ -638,14 +638,9 @@ def announced_key(subject: str, event_id: str) -> str:
     return "e." + hashlib.sha256(f"{subject}\n{event_id}".encode()).hexdigest()
 
 
-_plain_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
-
-
 def decode_plain(data: bytes, kind: type[R]) -> R:
-    decoder = _plain_decoders.get(kind)
-    if decoder is None:
-        decoder = _plain_decoders[kind] = msgspec.json.Decoder(kind)
-    return decoder.decode(data)
+    """Decode a request or reply body that is not a message (no envelope)."""
+    return codec.decode(data, kind)
 
 
 def _decode_error(data: bytes, headers: dict[str, str]) -> ErrorReply:

@@ -106,7 +106,8 @@ def stroke_groups(x: np.ndarray, threshold: float) -> np.ndarray:
 
 def write_dataset(path: Path, input_name: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{input_name: x, "labels": y, "groups": groups.astype(str)})
+    arrays: dict[str, Any] = {input_name: x, "labels": y, "groups": groups.astype(str)}
+    np.savez(path, **arrays)
     return path
 
 
@@ -172,7 +173,8 @@ def digits_cnn() -> Any:
         def forward(self, t: torch.Tensor) -> torch.Tensor:
             t = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv1(t))), 2)
             t = torch.nn.functional.max_pool2d(torch.relu(self.conv2(t)), 2)
-            return self.fc(torch.flatten(t, 1))
+            logits: torch.Tensor = self.fc(torch.flatten(t, 1))
+            return logits
 
     return Net()
 
@@ -220,7 +222,7 @@ def build_cnn(folder: Path, *, epochs: int = 15) -> DemoModel:
             batch = order[i : i + 64]
             optim.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(images[batch]), labels[batch])
-            loss.backward()
+            torch.autograd.backward(loss)
             optim.step()
     net.eval()
     with torch.no_grad():

@@ -95,7 +95,8 @@ def _example(t: mi.Type, field: str = "", depth: int = 0) -> Any:
 
 
 def example(kind: type[msgspec.Struct]) -> dict[str, Any]:
-    return _example(mi.type_info(kind))
+    built: dict[str, Any] = _example(mi.type_info(kind))
+    return built
 
 
 def _type_name(t: mi.Type) -> str:
@@ -129,8 +130,8 @@ def _fields_table(kind: type[msgspec.Struct]) -> list[str]:
     assert isinstance(info, mi.StructType)
     lines = ["| field | type | required | default |", "|---|---|---|---|"]
     for f in info.fields:
-        default = "" if f.required else (repr(f.default) if f.default is not mi.NODEFAULT else "(generated)")
-        if f.default_factory is not mi.NODEFAULT:
+        default = "" if f.required else (repr(f.default) if f.default is not msgspec.NODEFAULT else "(generated)")
+        if f.default_factory is not msgspec.NODEFAULT:
             default = "(generated)" if f.name in ("occurred_at", "created_at", "updated_at") else "(empty)"
         lines.append(f"| `{f.encode_name}` | {_type_name(f.type)} | {'yes' if f.required else ''} | {default} |")
     return lines

@@ -497,7 +497,7 @@ def resolve(
         resolved = []
         for f in facts:
             shape = list(np.shape(feeds[f.name]))
-            axis = None
+            axis: int | None = None
             if batch is not None and f.dims:
                 first = f.dims[0]
                 if (batch == "<batch>" and first is None) or first == batch:

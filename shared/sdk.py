@@ -26,6 +26,7 @@ import msgspec
 
 from shared.artifacts import (
     ArtifactStore,
+    Progress,
     StagedUpload,
     Staging,
     StoredArtifact,
@@ -65,8 +66,6 @@ from shared.contracts.registry import (
     SetTags,
 )
 from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected, WaitTimeout
-
-Progress = Callable[[int], None]
 
 
 class ServiceStatus(msgspec.Struct, kw_only=True):

@@ -60,7 +60,7 @@ def _shape(text: str) -> tuple[str, list[int]]:
     return name, shape
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmark a model (sweep of batch sizes, threads, concurrency, providers)")
     p.add_argument("ref", help="model reference, e.g. resnet50@1.2.0 or resnet50@1.2.0+fp16")
     p.add_argument("--batch", type=_ints, metavar="1,8", help="batch sizes")

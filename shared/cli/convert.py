@@ -80,7 +80,7 @@ def parse_option(text: str, into: dict[str, dict[str, Any]]) -> None:
     into.setdefault(profile, {})[key] = parsed
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("convert", help="convert a model with profiles; each variant is checked for parity")
     p.add_argument("ref", help="model reference, e.g. digits@1.0.0")
     p.add_argument(

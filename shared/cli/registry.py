@@ -93,7 +93,7 @@ def parse_input_specs(
     return list(specs.values())
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("register", help="upload and register a model version")
     p.add_argument("path", help="ONNX file, or a nats-obj:// file:// https:// URI")
     p.add_argument("--name", required=True)

@@ -21,7 +21,7 @@ from shared.sdk import Client
 from shared.supervisor import SERVICES, Supervisor, available_services
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="run the platform: embedded NATS (when needed) and every service, supervised")
     p.add_argument("--services", help=f"comma-separated subset of {','.join(SERVICES)}")
     p.add_argument(

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from shared.clients.host import ClientHost
 from shared.contracts import subjects
 from shared.contracts.base import new_id
 from shared.contracts.benchmark import (
@@ -56,12 +57,8 @@ class BenchmarkFailedError(InferlabError):
         self.event = event
 
 
-class BenchmarkApi:
+class BenchmarkApi(ClientHost):
     """Methods that talk to the benchmarker."""
-
-    bus: Any
-    send: Any
-    send_and_collect: Any
 
     async def benchmark(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from shared.contracts.registry import TensorSpec
 from shared.contracts.validation import CriterionResult
 from shared.report import svg
 from shared.report.data import (
@@ -113,7 +114,10 @@ def _header(report: ModelReport) -> str:
         badge += esc(s.validation.verdict_words) + "</span>"
     else:
         badge = '<span class="badge unknown">NOT VALIDATED</span>'
-    io = lambda specs: ", ".join(f"{esc(t.name)} {esc(t.dtype)}{_shape(t.shape)}" for t in specs)  # noqa: E731
+
+    def io(specs: list[TensorSpec]) -> str:
+        return ", ".join(f"{esc(spec.name)} {esc(spec.dtype)}{_shape(spec.shape)}" for spec in specs)
+
     facts = [
         ("task", r.task or "?"),
         ("size", f"{r.size_bytes:,} bytes"),
