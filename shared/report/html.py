@@ -319,9 +319,11 @@ def _trend(report: ModelReport) -> str:
     return "".join(out)
 
 
-def _parity(report: ModelReport) -> str:
-    out = ["<h2 id='parity'>Parity of each variant with its parent</h2>"]
-    bars, rows = [], []
+def _parity_figures(report: ModelReport) -> tuple[list[tuple[str, float, float | None, bool]], list[list[str]]]:
+    """The error bars (label, max abs error, atol, passed) and the table rows of every
+    converted variant's outputs."""
+    bars: list[tuple[str, float, float | None, bool]] = []
+    rows: list[list[str]] = []
     for v in report.variants:
         if v.parent is None:
             continue
@@ -367,6 +369,12 @@ def _parity(report: ModelReport) -> str:
                     "<span class='muted'>no conversion report (registered by hand)</span>",
                 ]
             )
+    return bars, rows
+
+
+def _parity(report: ModelReport) -> str:
+    out = ["<h2 id='parity'>Parity of each variant with its parent</h2>"]
+    bars, rows = _parity_figures(report)
     if not rows:
         return out[0] + "<p class='muted'>No converted variants of this version.</p>"
     if bars:

@@ -3,6 +3,7 @@ unicode sparklines where the page has plots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -33,6 +34,7 @@ def sparkline(values: list[float], *, lo: float | None = None, hi: float | None 
 
 
 _n = format_number
+Print = Callable[..., None]
 
 
 class _Section:
@@ -62,7 +64,16 @@ def render_text(report: ModelReport, console: Console) -> None:
     p = console.print
     for note in report.notes:
         p(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    _variants(report, p)
+    _latency(report, p)
+    _history(report, p)
+    _parity(report, p)
+    _robustness(report, p)
+    _fairness(report, p)
 
+
+def _variants(report: ModelReport, p: Print) -> None:
+    """One row per variant: size, latency, accuracy and readiness."""
     rows = []
     for v in report.variants:
         run = v.run or {}
@@ -95,6 +106,9 @@ def render_text(report: ModelReport, console: Console) -> None:
         )
     )
 
+
+def _latency(report: ModelReport, p: Print) -> None:
+    """The latency histogram of each measured variant as a sparkline."""
     measured = [v for v in report.variants if v.histogram is not None and v.run is not None]
     if measured:
         rows = []
@@ -124,6 +138,9 @@ def render_text(report: ModelReport, console: Console) -> None:
     else:
         p("[dim]latency: no benchmark run in the history for these variants yet[/]")
 
+
+def _history(report: ModelReport, p: Print) -> None:
+    """The last runs of the trend, its change points and its Theil-Sen slope."""
     t = report.trend
     if t is not None and t.points:
         changes = {c.index: c for c in t.change_points}
@@ -161,6 +178,9 @@ def render_text(report: ModelReport, console: Console) -> None:
     else:
         p(f"[dim]history: {escape(report.trend_note or 'no runs yet')}[/]")
 
+
+def _parity(report: ModelReport, p: Print) -> None:
+    """Per output of each converted variant: the parity figures against its parent."""
     rows = []
     for v in report.variants:
         if v.parent is None:
@@ -193,6 +213,9 @@ def render_text(report: ModelReport, console: Console) -> None:
             )
         )
 
+
+def _robustness(report: ModelReport, p: Print) -> None:
+    """Accuracy under noise per variant, and each adversarial check's summary."""
     curves = [(v.variant, noise_curve(v.validation)) for v in report.variants]
     curves = [(name, c) for name, c in curves if c]
     if curves:
@@ -214,6 +237,9 @@ def render_text(report: ModelReport, console: Console) -> None:
         if outcome is not None and outcome.status not in ("skipped", "error"):
             p(f"  adversarial {escape(name)}: {escape(outcome.summary)}", highlight=False)
 
+
+def _fairness(report: ModelReport, p: Print) -> None:
+    """Per-group figures of the subject's fairness check."""
     outcome = check(report.subject.validation, "fairness")
     if outcome is not None and outcome.status not in ("skipped", "error"):
         f = outcome.figures
