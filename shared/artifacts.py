@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import nats.errors
@@ -56,6 +56,48 @@ Progress = Callable[[int], None]
 T = TypeVar("T")
 
 ACK_TIMEOUT_S = 30.0
+
+
+class _ChunkWriter:
+    """Writes and hashes a chunked transfer (an object's chunks, a staged upload) as chunks
+    arrive, in the subscription's own callback: no queue hop per chunk (measured faster here
+    than handing batches to a writer thread, which only pays off with cores to spare).
+    ``cap``: drop bytes past ``size``."""
+
+    def __init__(self, out: BinaryIO, size: int, *, cap: bool = False, progress: Progress | None = None) -> None:
+        self.out, self.size, self.cap, self.progress = out, size, cap, progress
+        self.hash = hashlib.sha256()
+        self.received = 0
+        self.done = asyncio.Event()
+
+    async def on_chunk(self, chunk: Any) -> None:
+        data = chunk.data
+        if self.cap:
+            if self.received >= self.size:
+                return
+            data = data[: self.size - self.received]
+        self.hash.update(data)
+        self.out.write(data)
+        self.received += len(data)
+        if self.progress:
+            self.progress(len(data))
+        if self.received >= self.size:
+            self.done.set()
+
+    async def wait(self, sub: Any, idle_timeout: float, stalled: Callable[[int], ArtifactError]) -> None:
+        """Until every byte arrived; raises ``stalled(received)`` when none came for
+        ``idle_timeout`` seconds. Unsubscribes ``sub`` either way."""
+        try:
+            while not self.done.is_set():
+                before = self.received
+                try:
+                    await asyncio.wait_for(self.done.wait(), timeout=idle_timeout)
+                except TimeoutError:
+                    if self.received == before:
+                        raise stalled(self.received) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 @dataclass(frozen=True)
@@ -312,44 +354,22 @@ class ArtifactStore:
             raise IntegrityError(sha256, expected, what=f"object {name!r}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".partial")
-        h = hashlib.sha256()
-        received = 0
         with open(partial, "wb") as out:
+            writer = _ChunkWriter(out, size, progress=progress)
             if size > 0:
-                done = asyncio.Event()
-
-                async def on_chunk(chunk: Any) -> None:
-                    # Hashed and written as it arrives, in the subscription's own callback: no
-                    # queue hop per chunk (measured faster here than handing batches to a
-                    # writer thread, which only pays off with cores to spare).
-                    nonlocal received
-                    h.update(chunk.data)
-                    out.write(chunk.data)
-                    received += len(chunk.data)
-                    if progress:
-                        progress(len(chunk.data))
-                    if received >= size:
-                        done.set()
-
                 chunk_subject = f"$O.{self.bucket}.C.{meta['nuid']}"
                 sub = await self._retrying(
                     f"object {name!r}",
-                    lambda: self.bus.js.subscribe(chunk_subject, ordered_consumer=True, cb=on_chunk),
+                    lambda: self.bus.js.subscribe(chunk_subject, ordered_consumer=True, cb=writer.on_chunk),
                 )
-                try:
-                    while not done.is_set():
-                        before = received
-                        try:
-                            await asyncio.wait_for(done.wait(), timeout=idle_timeout)
-                        except TimeoutError:
-                            if received == before:
-                                raise ArtifactError(
-                                    f"object {name!r} stalled at {received} of {size} bytes", code="fetch_failed"
-                                ) from None
-                finally:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        actual = h.hexdigest()
+                await writer.wait(
+                    sub,
+                    idle_timeout,
+                    lambda received: ArtifactError(
+                        f"object {name!r} stalled at {received} of {size} bytes", code="fetch_failed"
+                    ),
+                )
+        received, actual = writer.received, writer.hash.hexdigest()
         if received != size or (expected and actual != expected) or (sha256 and actual != sha256):
             partial.unlink(missing_ok=True)
             raise IntegrityError(sha256 or expected or "", actual, what=f"object {name!r}")
@@ -530,45 +550,24 @@ class Staging:
                 ) from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".partial")
-        h = hashlib.sha256()
-        received = 0
         with open(partial, "wb") as out:
+            # Stop at the announced size: chunks someone appended later are not read.
+            writer = _ChunkWriter(out, staged.size, cap=True)
             if staged.size > 0:
-                done = asyncio.Event()
-
-                async def on_chunk(chunk: Any) -> None:
-                    # Stop at the announced size: chunks someone appended later are not read.
-                    nonlocal received
-                    if received >= staged.size:
-                        return
-                    data = chunk.data[: staged.size - received]
-                    h.update(data)
-                    out.write(data)
-                    received += len(data)
-                    if received >= staged.size:
-                        done.set()
-
                 sub = await self.bus.retry_transient(
                     f"upload {staged.id}",
                     lambda: self.bus.js.subscribe(
-                        staged.subject, stream=UPLOADS_STREAM, ordered_consumer=True, cb=on_chunk
+                        staged.subject, stream=UPLOADS_STREAM, ordered_consumer=True, cb=writer.on_chunk
                     ),
                 )
-                try:
-                    while not done.is_set():
-                        before = received
-                        try:
-                            await asyncio.wait_for(done.wait(), timeout=idle_timeout)
-                        except TimeoutError:
-                            if received == before:
-                                raise ArtifactError(
-                                    f"staged upload {staged.id} ends at {received} of {staged.size} bytes",
-                                    code="fetch_failed",
-                                ) from None
-                finally:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        actual = h.hexdigest()
+                await writer.wait(
+                    sub,
+                    idle_timeout,
+                    lambda received: ArtifactError(
+                        f"staged upload {staged.id} ends at {received} of {staged.size} bytes", code="fetch_failed"
+                    ),
+                )
+        received, actual = writer.received, writer.hash.hexdigest()
         if received != staged.size or actual != staged.sha256:
             partial.unlink(missing_ok=True)
             raise IntegrityError(staged.sha256, actual, what=f"staged upload {staged.id}")
