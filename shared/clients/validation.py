@@ -118,18 +118,14 @@ class ValidationApi(ClientHost):
             await self.bus.publish(subjects.VALIDATE, command)
             return command.event_id
 
-        def on_reply(reply: dict[str, Any]) -> None:
-            if on_progress is not None and reply.get("type") == "model.validation_progress":
-                on_progress(msgspec.convert(reply, ValidationProgress))
-
-        replies = await self.send_and_collect(
+        outcome = await self.send_for_outcome(
             subjects.VALIDATE,
             command,
+            outcomes=_OUTCOME_TYPES,
             timeout=timeout,
-            until=lambda got: any(r.get("type") in _OUTCOME_TYPES for r in got),
-            on_reply=on_reply,
+            progress=ValidationProgress,
+            on_progress=on_progress,
         )
-        outcome = next(r for r in replies if r.get("type") in _OUTCOME_TYPES)
         if outcome["type"] == "model.validation_failed":
             errored = msgspec.convert(outcome, ValidationErrored)
             raise Rejected(errored.reason, errored.message, event=errored)

@@ -337,6 +337,14 @@ def noise_curve(validation: ModelValidated | None) -> list[tuple[float, float]]:
     return [(float(p["strength"]), float(p["accuracy"])) for p in outcome.figures.get("curve", [])]
 
 
+def metric_change(row: dict[str, Any], arrow: str) -> str:
+    """``accuracy 0.9500 -> 0.9400``: a parity row's task metric on the parent and on the
+    variant; empty when it was not measured."""
+    if row["metric"] and row["metric_source"] is not None and row["metric_variant"] is not None:
+        return f"{row['metric']} {row['metric_source']:.4f} {arrow} {row['metric_variant']:.4f}"
+    return ""
+
+
 def parity_rows(v: VariantReport) -> list[dict[str, Any]]:
     """Per output of a converted variant: the converter's figures against its tolerance."""
     if v.lineage is None or v.lineage.report is None or v.lineage.report.parity is None:

@@ -15,6 +15,7 @@ from shared.report.data import (
     check,
     format_number,
     mcnemar,
+    metric_change,
     noise_curve,
     parity_rows,
 )
@@ -332,9 +333,7 @@ def _parity_figures(report: ModelReport) -> tuple[list[tuple[str, float, float |
             label = f"{v.variant} · {r['output']}"
             if r["compared"] and r["max_abs_error"] is not None:
                 bars.append((label, r["max_abs_error"], r["atol"], r["passed"]))
-            metric = ""
-            if r["metric"] and r["metric_source"] is not None and r["metric_variant"] is not None:
-                metric = f"{esc(r['metric'])} {r['metric_source']:.4f} → {r['metric_variant']:.4f}"
+            metric = esc(metric_change(r, "→"))
             rows.append(
                 [
                     esc(v.variant),

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.report.data import ModelReport, check, format_number, mcnemar, noise_curve, parity_rows
+from shared.report.data import ModelReport, check, format_number, mcnemar, metric_change, noise_curve, parity_rows
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -187,9 +187,7 @@ def _parity(report: ModelReport, p: Print) -> None:
             continue
         mc = mcnemar(v)
         for r in parity_rows(v):
-            metric = ""
-            if r["metric"] and r["metric_source"] is not None and r["metric_variant"] is not None:
-                metric = f"{r['metric']} {r['metric_source']:.4f} -> {r['metric_variant']:.4f}"
+            metric = metric_change(r, "->")
             rows.append(
                 [
                     escape(v.variant),
