@@ -223,13 +223,13 @@ def _raise_if_refused(settings: Settings, url: str, refused: deque[BaseException
     """Raise when the server refused the credentials or the TLS handshake: waiting will not
     fix either. The server may close the socket before its "Authorization Violation" is read
     (a reset), so any refusal among the errors counts."""
-    if any(_is_auth_error(e) for e in refused):
+    if any(_is_auth_error(error) for error in refused):
         # the password is never part of the message
         raise AuthenticationFailed(
             f"NATS at {url} refused user {settings.nats_user or '(none)'!r}: authorization violation "
             "(check INFERLAB_NATS_USER / INFERLAB_NATS_PASSWORD, _TOKEN or _CREDS)"
         ) from None
-    tls_error = next((e for e in refused if isinstance(e, ssl.SSLError)), None)
+    tls_error = next((error for error in refused if isinstance(error, ssl.SSLError)), None)
     if tls_error is not None:
         raise ServiceUnavailable(
             f"TLS with NATS at {url} failed: {_describe(tls_error)} (check INFERLAB_NATS_TLS_CA, _CERT and _KEY)"

@@ -768,17 +768,19 @@ def synthetic_inputs(
     dtypes = {s.name: numpy_dtype(s) for s in specs}
     table = _input_table(specs, shapes, resolved_map(resolved or []), default_dim)
     # A batch only when every non-scalar input has one; otherwise each run is the fixed shapes.
-    batched = all(t.batch_axis is not None or t.shape == [] for t in table) and any(
-        t.batch_axis is not None for t in table
+    batched = all(row.batch_axis is not None or row.shape == [] for row in table) and any(
+        row.batch_axis is not None for row in table
     )
     if batched:
         per_run = max(1, min(batch_size, samples))
     else:
         table = [
-            ResolvedInput(name=t.name, dtype=t.dtype, shape=t.shape, low=t.low, high=t.high, source=t.source)
-            for t in table
+            ResolvedInput(
+                name=row.name, dtype=row.dtype, shape=row.shape, low=row.low, high=row.high, source=row.source
+            )
+            for row in table
         ]
-        per_run = next((t.shape[0] for t in table if t.shape), 1)
+        per_run = next((row.shape[0] for row in table if row.shape), 1)
     runs = max(1, min(MAX_RUNS, -(-samples // per_run)))
     rng = np.random.default_rng(seed)
     batches = []
@@ -786,9 +788,9 @@ def synthetic_inputs(
         # The last run of a batched model is shortened so the total is exactly ``samples``.
         rows = per_run if i < runs - 1 else max(1, samples - per_run * (runs - 1))
         batch = {}
-        for t in table:
-            dtype = "str" if dtypes[t.name] == np.dtype(object) else str(dtypes[t.name])
-            batch[t.name] = draw(rng, dtype, shape_at(t, rows), t.low, t.high, t.name)
+        for row in table:
+            dtype = "str" if dtypes[row.name] == np.dtype(object) else str(dtypes[row.name])
+            batch[row.name] = draw(rng, dtype, shape_at(row, rows), row.low, row.high, row.name)
         batches.append(batch)
     first = {k: list(v.shape) for k, v in batches[0].items()}
     note = (

@@ -232,8 +232,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = []
         for s in found:
             endpoints = (s.stats or {}).get("endpoints") or []
-            requests = sum(e.get("num_requests", 0) for e in endpoints)
-            errors = sum(e.get("num_errors", 0) for e in endpoints)
+            requests = sum(endpoint.get("num_requests", 0) for endpoint in endpoints)
+            errors = sum(endpoint.get("num_errors", 0) for endpoint in endpoints)
             started = (s.stats or {}).get("started", "")
             rows.append([s.name, s.id, s.version, len(s.endpoints), requests, errors, str(started)[:19]])
         table("services", ["service", "instance", "version", "endpoints n", "requests n", "errors n", "started"], rows)

@@ -141,12 +141,12 @@ def _latency(report: ModelReport, p: Print) -> None:
 
 def _history(report: ModelReport, p: Print) -> None:
     """The last runs of the trend, its change points and its Theil-Sen slope."""
-    t = report.trend
-    if t is not None and t.points:
-        changes = {c.index: c for c in t.change_points}
+    trend = report.trend
+    if trend is not None and trend.points:
+        changes = {c.index: c for c in trend.change_points}
         rows = []
-        first = max(0, len(t.points) - 15)
-        for i, pt in enumerate(t.points[first:], start=first):
+        first = max(0, len(trend.points) - 15)
+        for i, pt in enumerate(trend.points[first:], start=first):
             mark = f"◆ {changes[i].ratio:.2f}x" if i in changes else ""
             rows.append(
                 [
@@ -161,18 +161,18 @@ def _history(report: ModelReport, p: Print) -> None:
             )
         p(
             _table(
-                f"history of {t.ref} on {t.config_key}: {t.metric} {sparkline(t.values)}",
+                f"history of {trend.ref} on {trend.config_key}: {trend.metric} {sparkline(trend.values)}",
                 ["run", "started (UTC)", "version", "p50 ms", "p99 ms", "verdict", "change point"],
                 rows,
                 {3, 4},
             )
         )
-        if t.message:
-            p(f"  {escape(t.message)}", highlight=False)
-        elif t.slope_per_day is not None:
+        if trend.message:
+            p(f"  {escape(trend.message)}", highlight=False)
+        elif trend.slope_per_day is not None:
             p(
-                f"  Theil-Sen slope {t.slope_per_day:+.4g} ms/day, 95% CI [{_n(t.slope_low)}, {_n(t.slope_high)}]: "
-                f"{t.direction}. {escape(t.message)}",
+                f"  Theil-Sen slope {trend.slope_per_day:+.4g} ms/day, "
+                f"95% CI [{_n(trend.slope_low)}, {_n(trend.slope_high)}]: {trend.direction}. {escape(trend.message)}",
                 highlight=False,
             )
     else:
