@@ -126,7 +126,9 @@ def _latency(report: ModelReport, p: Print) -> None:
                     sparkline([float(c) for c in h.counts], lo=0.0, gaps=True),
                 ]
             )
-        edges = measured[0].histogram.edges_ms  # type: ignore[union-attr]
+        first_histogram = measured[0].histogram
+        assert first_histogram is not None
+        edges = first_histogram.edges_ms
         p(
             _table(
                 f"latency distribution per variant (histogram over {edges[0]:.4g}..{edges[-1]:.4g} ms, log-spaced)",
