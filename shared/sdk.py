@@ -41,7 +41,7 @@ from shared.clients.conversion import ConversionApi
 from shared.clients.validation import ValidationApi
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.base import Command, Message, decode, new_id
+from shared.contracts.base import Message, decode, new_id
 from shared.contracts.catalogue import message_type_for
 from shared.contracts.identity import BASE_VARIANT, ModelRef
 from shared.contracts.registry import (
@@ -65,7 +65,7 @@ from shared.contracts.registry import (
     SetAlias,
     SetTags,
 )
-from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected, WaitTimeout
+from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected
 
 
 class ServiceStatus(msgspec.Struct, kw_only=True):
@@ -267,68 +267,6 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
             rejected = msgspec.convert(reply, ModelRejected)
             raise Rejected(rejected.reason.value, rejected.message, event=rejected)
         return msgspec.convert(reply, ModelRegistered).record
-
-    async def send(self, subject: str, command: Command) -> str:
-        """Publish a command to its stream; returns its event id."""
-        if not command.event_id:
-            command.event_id = new_id()
-        await self.bus.publish(subject, command)
-        return command.event_id
-
-    async def send_and_wait(
-        self, subject: str, command: Command, *, timeout: float = 300.0, replies: int = 1
-    ) -> dict[str, Any]:
-        """Publish ``command`` with a private ``reply_to`` inbox and return the first reply
-        (a service answers a command's outcome there, even a no-op's)."""
-        collected = await self.send_and_collect(
-            subject, command, timeout=timeout, until=lambda got: len(got) >= replies
-        )
-        return collected[0]
-
-    async def send_and_collect(
-        self,
-        subject: str,
-        command: Command,
-        *,
-        timeout: float,
-        until: Callable[[list[dict[str, Any]]], bool],
-        on_reply: Callable[[dict[str, Any]], None] | None = None,
-    ) -> list[dict[str, Any]]:
-        inbox = self.bus.nc.new_inbox()
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-        async def collect(msg: Any) -> None:
-            # Only what was published to the inbox itself: a JetStream push delivery aimed at
-            # it carries the stream's original subject, and must not pass for an answer.
-            if msg.subject == inbox:
-                await queue.put(msg.data)
-
-        sub = await self.bus.nc.subscribe(inbox, cb=collect)
-        try:
-            command.reply_to = inbox
-            await self.send(subject, command)
-            got: list[dict[str, Any]] = []
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while not until(got):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise WaitTimeout(
-                        f"no answer to {subject} within {timeout:.0f}s (command {command.event_id} is queued "
-                        "and will be processed when the service runs)"
-                    )
-                try:
-                    data = await asyncio.wait_for(queue.get(), timeout=remaining)
-                except TimeoutError:
-                    continue
-                reply = json.loads(data)
-                got.append(reply)
-                if on_reply:
-                    on_reply(reply)
-            return got
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     # --- reads ----------------------------------------------------------------------------
 
