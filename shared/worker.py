@@ -143,7 +143,7 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> None:
+    async def _ensure_consumer(self) -> None:
         await self.bus.ensure_consumer(
             stream=self.stream,
             durable=self.durable,
@@ -152,6 +152,9 @@ class Worker:
             max_deliver=self.max_deliver,
             deliver_new=self.deliver_new,
         )
+
+    async def run(self) -> None:
+        await self._ensure_consumer()
         sub = await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         # A message whose handling kills the process (OOM, segfault in a native library) never
         # reaches our own failure path; JetStream announces it when max_deliver is exhausted.
@@ -183,14 +186,7 @@ class Worker:
                     self.log.warning("fetch_failed", error=str(exc), error_type=type(exc).__name__)
                     await asyncio.sleep(1.0)
                     with contextlib.suppress(Exception):
-                        await self.bus.ensure_consumer(
-                            stream=self.stream,
-                            durable=self.durable,
-                            filter_subjects=[r.subject for r in self.routes],
-                            ack_wait_s=self.ack_wait_s,
-                            max_deliver=self.max_deliver,
-                            deliver_new=self.deliver_new,
-                        )
+                        await self._ensure_consumer()
                     continue
                 for msg in batch:
                     task = asyncio.create_task(self._process(msg))
