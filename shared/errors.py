@@ -19,6 +19,7 @@ event it becomes) and a human ``message``. Service-specific classes live in
           ├── InvalidDataset                  invalid_dataset
           ├── InputError                      per instance (invalid_input_spec, unsupported_model, ...)
           ├── ServiceUnavailable              unavailable
+          │    └── AuthenticationFailed (shared/bus.py)   nats_auth
           ├── RequestFailed                   request_failed
           ├── WaitTimeout                     timeout
           ├── Rejected                        per instance: the rejection reason a client received
@@ -38,13 +39,33 @@ event it becomes) and a human ``message``. Service-specific classes live in
           │    ├── InvalidOptions             invalid_request
           │    └── UnknownProfile             unknown_profile
           ├── services/converter/errors.py: RuntimeLoadError  conversion_error
-          ├── services/benchmarker/errors.py: BenchmarkError
-          ├── services/validator/errors.py: ValidationFailure
-          ├── services/validator/errors.py: ModelLoadError
-          ├── services/validator/errors.py: InferenceError
-          ├── services/validator/errors.py: OutputError
-          ├── services/validator/errors.py: OptionsError
-          └── services/validator/errors.py: PolicyError
+          ├── PermissionDenied (shared/bus.py)            permission_denied
+          ├── SandboxTaskError (shared/sandbox.py)        task_error
+          ├── services/benchmarker/runners.py: BenchmarkError   benchmark_error
+          │    ├── LoadFailed                 load_failed
+          │    ├── RunFailed                  run_failed
+          │    ├── ProviderUnavailable        provider_unavailable
+          │    ├── UnavailableOnHost          unavailable_on_host
+          │    ├── InvalidConfig              invalid_config
+          │    └── Crashed                    crashed
+          ├── services/benchmarker/errors.py: InputsNeedSpec, MeasurementFailed, NothingMeasured,
+          │    InvalidTelemetry, InvalidRequest, InvalidSetting, HistoryLocked
+          ├── services/benchmarker/sql.py: SqlRefused, SqlFailed, SqlTimeout
+          ├── services/validator/errors.py: ValidationFailure   validation_failed
+          │    ├── UnsupportedFormat          unsupported_format
+          │    ├── UnknownDataset             unknown_dataset
+          │    └── CheckFailed                check_failed
+          ├── services/validator/errors.py: OptionsError, UnknownCheck, PolicyError,
+          │    ModelLoadError, InferenceError, OutputError
+          └── (NotFound) services/validator/errors.py: UnknownParent   unknown_parent
+
+    Exception
+     └── PoisonMessage (shared/worker.py)     the dead letter's reason, per instance
+
+``PoisonMessage`` stays outside ``InferlabError`` on purpose: a service's edge turns an
+``InferlabError`` into its failure event, and a message that can never be handled must reach
+the worker, which dead-letters it, instead. ``ServiceUnavailable`` passes every edge too: the
+worker holds the message and runs the handler again while a dependency is down.
 
 A class whose code depends on the case (``InputError``, ``Rejection``, ``ConversionFailure``)
 takes it per instance; every other class names its code once, as a class attribute.
