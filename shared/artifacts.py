@@ -279,15 +279,15 @@ class ArtifactStore:
                     self.bus.js.update_stream(info.config), f'publish to "$JS.API.STREAM.UPDATE.{self.stream}'
                 )
 
-    async def _meta(self, name: str) -> dict | None:
+    async def _meta(self, name: str) -> dict[str, Any] | None:
         return await self._retrying(f"object {name!r}", lambda: self._meta_once(name))
 
-    async def _meta_once(self, name: str) -> dict | None:
+    async def _meta_once(self, name: str) -> dict[str, Any] | None:
         try:
             msg = await self.bus.js.get_last_msg(self.stream, _meta_subject(self.bucket, name))
         except nats.js.errors.NotFoundError:
             return None
-        meta = json.loads(msg.data)
+        meta: dict[str, Any] = json.loads(msg.data or b"")
         return None if meta.get("deleted") else meta
 
     async def info(self, name: str) -> StoredArtifact | None:

@@ -1,6 +1,85 @@
-"""Precise exception types. Each carries a stable machine-readable ``code`` (the ``reason`` of
-an error event) and a human message; service edges map them to error events, the CLI to one
-line on stderr."""
+"""The one exception hierarchy of inferlab. Every error raised on purpose derives from
+``InferlabError`` and carries a stable machine-readable ``code`` (the ``reason`` of the failure
+event it becomes) and a human ``message``. Service-specific classes live in
+``services/<svc>/errors.py``; each service turns them into its failure event in one place,
+``services/<svc>/failures.py: failure_event``; the CLI prints one line on stderr.
+
+    Exception
+     └── InferlabError                        code: error
+          ├── InvalidReference                invalid_ref
+          ├── NotFound                        not_found
+          │    ├── UnknownModel               unknown_model
+          │    └── UnknownAlias               unknown_alias
+          ├── ArtifactError                   artifact_error
+          │    ├── ArtifactNotFound           artifact_not_found
+          │    ├── ArtifactTooLarge           too_large
+          │    ├── IntegrityError             sha256_mismatch
+          │    ├── ImportNotAllowed           import_not_allowed (or invalid_uri)
+          │    └── FetchFailed                fetch_failed
+          ├── InvalidDataset                  invalid_dataset
+          ├── InputError                      per instance (invalid_input_spec, unsupported_model, ...)
+          ├── ServiceUnavailable              unavailable
+          │    └── AuthenticationFailed (shared/bus.py)   nats_auth
+          ├── RequestFailed                   request_failed
+          ├── WaitTimeout                     timeout
+          ├── Rejected                        per instance: the rejection reason a client received
+          ├── NativeFailure                   native_failure
+          │    ├── NativeCrash                crashed
+          │    ├── NativeTimeout              timed_out
+          │    └── NativeOutOfMemory          out_of_memory
+          ├── services/registry/errors.py: Rejection          per instance (a RejectionReason)
+          │    └── services/registry/errors.py: VerificationError
+          ├── services/converter/errors.py: ConversionFailure per instance (a REASON_* of conversion)
+          ├── services/converter/errors.py: ProfileError      conversion_error
+          │    ├── NotApplicable              not_applicable
+          │    ├── Unavailable                unavailable_on_host
+          │    ├── NeedsCalibration           needs_calibration_data
+          │    ├── UnsupportedModel           unsupported_model
+          │    ├── ConversionError            conversion_error
+          │    ├── InvalidOptions             invalid_request
+          │    └── UnknownProfile             unknown_profile
+          ├── services/converter/errors.py: RuntimeLoadError  conversion_error
+          ├── PermissionDenied (shared/bus.py)            permission_denied
+          ├── SandboxTaskError (shared/sandbox.py)        task_error
+          ├── services/benchmarker/runners.py: BenchmarkError   benchmark_error
+          │    ├── LoadFailed                 load_failed
+          │    ├── RunFailed                  run_failed
+          │    ├── ProviderUnavailable        provider_unavailable
+          │    ├── UnavailableOnHost          unavailable_on_host
+          │    ├── InvalidConfig              invalid_config
+          │    └── Crashed                    crashed
+          ├── services/benchmarker/errors.py: InputsNeedSpec, MeasurementFailed, NothingMeasured,
+          │    InvalidTelemetry, InvalidRequest, InvalidSetting, HistoryLocked
+          ├── services/benchmarker/sql.py: SqlRefused, SqlFailed, SqlTimeout
+          ├── services/validator/errors.py: ValidationFailure   validation_failed
+          │    ├── UnsupportedFormat          unsupported_format
+          │    ├── UnknownDataset             unknown_dataset
+          │    └── CheckFailed                check_failed
+          ├── services/validator/errors.py: OptionsError, UnknownCheck, PolicyError,
+          │    ModelLoadError, InferenceError, OutputError
+          ├── shared/telemetry.py: InvalidLatency               invalid_telemetry
+          ├── shared/serving/errors.py: ServingError            serving_error (each with its HTTP status)
+          │    ├── BadRequest                 bad_request (400)
+          │    ├── InferenceFailed            inference_failed (422)
+          │    ├── NotAcceptable              not_acceptable (406)
+          │    ├── PayloadTooLarge            payload_too_large (413)
+          │    ├── UnsupportedMediaType       unsupported_media_type (415)
+          │    └── NotReady                   not_ready (503)
+          ├── shared/serving/loader.py: InvalidSessionSettings  invalid_session_settings
+          ├── shared/serving/client.py: ServeRequestFailed      serve_request_failed
+          └── (NotFound) services/validator/errors.py: UnknownParent   unknown_parent
+
+    Exception
+     └── PoisonMessage (shared/worker.py)     the dead letter's reason, per instance
+
+``PoisonMessage`` stays outside ``InferlabError`` on purpose: a service's edge turns an
+``InferlabError`` into its failure event, and a message that can never be handled must reach
+the worker, which dead-letters it, instead. ``ServiceUnavailable`` passes every edge too: the
+worker holds the message and runs the handler again while a dependency is down.
+
+A class whose code depends on the case (``InputError``, ``Rejection``, ``ConversionFailure``)
+takes it per instance; every other class names its code once, as a class attribute.
+"""
 
 from __future__ import annotations
 
@@ -80,6 +159,14 @@ class FetchFailed(ArtifactError):
 
 class InvalidDataset(InferlabError):
     code = "invalid_dataset"
+
+
+class InputError(InferlabError):
+    """Inputs cannot be built for a model (non-tensor input, unknown rank, data that does not
+    fit the declared shapes, no size that runs); ``code`` says which (shared/inputs.py)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
 
 
 class ServiceUnavailable(InferlabError):

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.benchmarker.service import _telemetry_batch
+from services.benchmarker.telemetry import telemetry_batch
 from services.registry.service import RegistryService
 from shared.config import Settings
 from shared.contracts.benchmark import InferenceTelemetry
@@ -213,7 +213,7 @@ async def test_serves_a_registered_model_json_npz_batched_with_its_telemetry(
     assert sum(len(t.latencies_ms) for t in telemetry) == 2 + 64  # one latency per served request
     for t in telemetry:
         assert (t.name, t.version, t.variant, t.host) == ("digits", "1.0.0", "base", "web-1")
-        _telemetry_batch(t)  # the benchmarker's consumer accepts every batch
+        telemetry_batch(t)  # the benchmarker's consumer accepts every batch
     assert len(telemetry) < 66  # batched, not one message per request
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.benchmarker.service import BenchmarkerService, _telemetry_batch
+from services.benchmarker.service import BenchmarkerService
+from services.benchmarker.telemetry import telemetry_batch
 from services.registry.service import RegistryService
 from shared.cli import main
 from shared.cli.serving import read_samples
@@ -45,7 +46,7 @@ def test_batches_split_by_size_and_each_one_passes_the_benchmarkers_consumer() -
     assert [len(m.latencies_ms) for m in messages] == [1_000, 1_000, 500]
     assert len({m.event_id for m in messages}) == 3
     for message in messages:
-        batch = _telemetry_batch(message)  # what services/benchmarker does with each delivery
+        batch = telemetry_batch(message)  # what services/benchmarker does with each delivery
         assert batch.name == "digits" and batch.host == "web-1" and batch.version == "1.0.0"
     assert messages[2].timestamps[0] == 1_800_000_000.0 + 2_000
 
@@ -53,7 +54,7 @@ def test_batches_split_by_size_and_each_one_passes_the_benchmarkers_consumer() -
 def test_the_documented_example_is_a_recent_unix_timestamp() -> None:
     (ts,) = example(InferenceTelemetry)["timestamps"]
     assert 1_700_000_000 < ts < 2_000_000_000  # 2023..2033, not 1970
-    _telemetry_batch(InferenceTelemetry(**{k: v for k, v in example(InferenceTelemetry).items() if k != "type"}))
+    telemetry_batch(InferenceTelemetry(**{k: v for k, v in example(InferenceTelemetry).items() if k != "type"}))
 
 
 def test_the_buffer_is_bounded_and_counts_what_it_drops() -> None:

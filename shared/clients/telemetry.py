@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
+from shared.clients.host import ClientHost
 from shared.contracts.identity import ModelRef
 from shared.telemetry import (
     DEFAULT_INTERVAL_S,
@@ -25,13 +26,18 @@ from shared.telemetry import (
     TelemetryKey,
 )
 
+if TYPE_CHECKING:
+    from shared.contracts.registry import Resolved
 
-class TelemetryApi:
+
+class TelemetryApi(ClientHost):
     """Latency reporting; one ``LatencyReporter`` per (ref, host), created on first use."""
 
-    bus: Any
-    resolve: Any
     _reporters: dict[tuple[str, str], LatencyReporter]
+
+    if TYPE_CHECKING:
+
+        async def resolve(self, ref: str) -> Resolved: ...
 
     async def reporter(
         self,
