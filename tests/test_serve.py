@@ -18,7 +18,7 @@ from services.registry.service import RegistryService
 from shared.config import Settings
 from shared.contracts.benchmark import InferenceTelemetry
 from shared.contracts.registry import ModelRecord, TensorSpec
-from shared.errors import UnknownModel
+from shared.errors import InferlabError, UnknownModel
 from shared.sdk import Client
 from shared.serving import codec
 from shared.serving.batcher import Pending, group, split
@@ -193,6 +193,9 @@ async def test_serves_a_registered_model_json_npz_batched_with_its_telemetry(
                 assert bad.value.status == 400
                 assert (await http.request("GET", "/v1/infer"))[0] == 405
                 assert (await http.request("GET", "/nope"))[0] == 404
+
+            with pytest.raises(InferlabError, match=r"cannot listen on 127\.0\.0\.1"):  # the port is taken
+                await InferenceServer(client, ServeOptions(ref="digits@1.0.0", port=server.http.port)).start()
 
             # 64 single-row requests from 16 connections at once: each gets its own row back,
             # and concurrent ones ran together.

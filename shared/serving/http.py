@@ -12,6 +12,8 @@ from http import HTTPStatus
 
 import structlog
 
+from shared.errors import InferlabError
+
 MAX_HEADER_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 75.0
 
@@ -97,7 +99,11 @@ class HttpServer:
         self._connections: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEADER_BYTES)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEADER_BYTES)
+        except OSError as exc:  # address in use, not permitted, unknown host
+            reason = exc.strerror or str(exc)
+            raise InferlabError(f"cannot listen on {self.host}:{self.port}: {reason}", code="listen_failed") from None
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:

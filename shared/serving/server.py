@@ -90,7 +90,11 @@ class InferenceServer:
         self.model = await self._load(self.options.ref)
         await self._track(self.model)
         self.batcher.start()
-        await self.http.start()
+        try:
+            await self.http.start()
+        except InferlabError:
+            await self.stop(drain_s=0)
+            raise
         if self.follows and self.options.follow_interval_s > 0:
             self._follower = asyncio.get_running_loop().create_task(self._follow(), name="alias-follower")
         log.info("serving", ref=self.model.ref, url=self.url, batchable=self.model.batchable)
