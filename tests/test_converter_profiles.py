@@ -404,3 +404,16 @@ def test_weights_generated_at_load_time_are_not_stored_by_any_profile(tmp_path: 
     with pytest.raises(ConversionFailure) as err:
         convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=8)
     assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message
+
+
+@pytest.mark.parametrize("profile_id", ["int8-dynamic", "int8-static"])
+def test_int8_weights_are_7_bit_by_default(models, tmp_path: Path, profile_id: str) -> None:
+    # Both profiles run ONNX Runtime's u8 x s8 kernels, whose int16 pair sums saturate on CPUs
+    # without VNNI unless weights stay within 7 bits (reduce_range); 8 bits on request.
+    assert get_profile(profile_id).normalize_options({})["reduce_range"] is True
+    outcome = convert(models["skl_classifier"], profile_id, tmp_path, samples=32)
+    proto = onnx.load(str(outcome.path))
+    weights = [
+        onnx.numpy_helper.to_array(init) for init in proto.graph.initializer if init.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size) <= 64
