@@ -375,9 +375,9 @@ def test_every_fp16_variant_loads_in_onnx_runtime(models, tmp_path: Path) -> Non
         ort.InferenceSession(str(outcome.path), providers=["CPUExecutionProvider"])
 
 
-def _generated_weights(path: Path) -> Path:
-    """A MatMul whose 9 MB weight a ConstantOfShape generates at load time (the IR-3 model
-    zoo's light models are built so): a few hundred bytes on disk."""
+def _generated_weights(path: Path, shape: tuple[int, int] = (2304, 1024)) -> Path:
+    """A MatMul whose weight (9 MB by default) a ConstantOfShape generates at load time (the
+    IR-3 model zoo's light models are built so): a few hundred bytes on disk."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
@@ -388,9 +388,9 @@ def _generated_weights(path: Path) -> Path:
             helper.make_node("MatMul", ["x", "w"], ["y"]),
         ],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2304])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1024])],
-        [numpy_helper.from_array(np.array([2304, 1024], np.int64), "shape")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", shape[1]])],
+        [numpy_helper.from_array(np.array(shape, np.int64), "shape")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -417,3 +417,13 @@ def test_int8_weights_are_7_bit_by_default(models, tmp_path: Path, profile_id: s
         onnx.numpy_helper.to_array(init) for init in proto.graph.initializer if init.data_type == onnx.TensorProto.INT8
     ]
     assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size) <= 64
+
+
+def test_weights_generated_at_load_time_past_a_megabyte_are_not_stored(tmp_path: Path) -> None:
+    # squeezenet's shape (IR-3 zoo): 15 KB on disk, 3.7 MB once folded, under the old 8 MB floor
+    source = _generated_weights(tmp_path / "gen.onnx", shape=(512, 1024))
+    outcome = convert(Model(source), "ort-opt", tmp_path, samples=4)
+    assert outcome.report.size_after_bytes < 64 * 1024, outcome.report.size_after_bytes
+    with pytest.raises(ConversionFailure) as err:
+        convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=4)
+    assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message
