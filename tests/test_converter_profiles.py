@@ -427,3 +427,50 @@ def test_weights_generated_at_load_time_past_a_megabyte_are_not_stored(tmp_path:
     with pytest.raises(ConversionFailure) as err:
         convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=4)
     assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message
+
+
+def _branches_read_the_input(path: Path) -> Path:
+    """Silero VAD's shape: an If on the sample rate whose branches alone read the float graph
+    input (from the outer scope) and hold their own weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+
+    def branch(name: str) -> onnx.GraphProto:
+        w = numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), f"{name}_w")
+        return helper.make_graph(
+            [
+                helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_m"]),
+                helper.make_node("Relu", [f"{name}_m"], [f"{name}_y"]),
+            ],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["n", 64])],
+            [w],
+        )
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Equal", ["sr", "rate"], ["is_16k"]),
+            helper.make_node("If", ["is_16k"], ["y"], then_branch=branch("then"), else_branch=branch("else")),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+        [numpy_helper.from_array(np.array(16000, np.int64), "rate")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_fp16_converts_branches_that_read_a_graph_input(tmp_path: Path) -> None:
+    outcome = convert(Model(_branches_read_the_input(tmp_path / "if.onnx")), "fp16", tmp_path, samples=8)
+    details = outcome.report.details
+    assert outcome.report.parity is not None and outcome.report.parity.passed
+    assert details["inputs_routed_to_subgraphs"] == ["x"]
+    # nothing had to stay float32 for the variant to load, and the branches' weights halved
+    assert details["kept_float32_to_load"] == [] and "mixed_precision" not in details
+    assert outcome.report.size_after_bytes < 0.7 * outcome.report.size_before_bytes
