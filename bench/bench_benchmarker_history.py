@@ -29,25 +29,26 @@ from scipy import stats as sps
 
 from services.benchmarker import stats
 from services.benchmarker.history import History, SampleBatch
+from services.benchmarker.rows import RunRow
 
 RUNS = 100
 PER_RUN = 100_000
 
 
-def run_row(i: int) -> dict:
-    return {
-        "run_id": f"run-{i:04d}",
-        "name": "resnet",
-        "version": f"1.{i // 10}.0",
-        "variant": "base",
-        "ref": f"resnet@1.{i // 10}.0",
-        "config_key": "CPUExecutionProvider|b1|t1|c1",
-        "hardware_id": "hw",
-        "started_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=i),
-        "stable": True,
-        "accepted": True,
-        "samples": PER_RUN,
-    }
+def run_row(i: int) -> RunRow:
+    return RunRow(
+        run_id=f"run-{i:04d}",
+        name="resnet",
+        version=f"1.{i // 10}.0",
+        variant="base",
+        ref=f"resnet@1.{i // 10}.0",
+        config_key="CPUExecutionProvider|b1|t1|c1",
+        hardware_id="hw",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=i),
+        stable=True,
+        accepted=True,
+        samples=PER_RUN,
+    )
 
 
 def main() -> None:
@@ -109,7 +110,7 @@ def main() -> None:
                 exclude_run_id="new",
             )
             decision = stats.decide_regression(
-                new, history.samples(baseline["run_id"]), p_threshold=0.002, effect_threshold=1.10
+                new, history.samples(baseline.run_id), p_threshold=0.002, effect_threshold=1.10
             )
             ours.append(time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -35,10 +35,10 @@ from bench_validator import METRIC_SUITE, build
 from services.converter.inputs import synthetic_inputs
 from services.converter.pipeline import DataPlan, ProfileRun, References, run_profile, run_profile_isolated
 from services.converter.profiles import get_profile
-from services.registry.service import verify_untrusted
+from services.registry.verify import verify_untrusted
+from services.validator.isolated import SuiteFiles, _load_dataset, run_suite_isolated
 from services.validator.runner import Runner
-from services.validator.service import SuiteFiles, _load_dataset, run_suite_isolated
-from services.validator.suite import SuiteConfig, SuiteInput, run_suite
+from services.validator.suite import SuiteConfig, SuiteFields, SuiteInput, run_suite
 from shared.onnxmeta import graph_inputs, graph_outputs
 from shared.sandbox import Limits, SandboxPool
 from tests.support.converter_models import big_mlp
@@ -132,12 +132,12 @@ def _validate_in_thread(model: Path, data: Path) -> None:
 
 async def validator(folder: Path, rounds: int) -> tuple[float, float]:
     model, data = build(folder, 5000)
-    pool = SandboxPool("bench-validator", preload=["onnxruntime", "services.validator.service"])
+    pool = SandboxPool("bench-validator", preload=["onnxruntime", "services.validator.isolated"])
     await pool.start()
     files = SuiteFiles(
         model=model, ref="cnn@1.0.0", parent=None, parent_ref=None, dataset=data, dataset_shown="", batch_size=512
     )
-    fields = {"ref": "cnn@1.0.0", "variant": "base", "requirements": [], "checks": METRIC_SUITE}
+    fields = SuiteFields(ref="cnn@1.0.0", variant="base", requirements=[], checks=METRIC_SUITE)
     thread, isolated = [], []
     try:
         for i in range(rounds + 1):

@@ -34,14 +34,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import nats.errors
 import nats.js.errors
 from nats.js import api as js_api
 
-from shared.bus import UPLOADS_STREAM, Bus, PermissionDenied, stream_specs
+from shared.bus import TRANSIENT_RETRY_S, UPLOADS_STREAM, Bus, PermissionDenied, stream_specs
 from shared.errors import ArtifactError, ArtifactNotFound, ArtifactTooLarge, IntegrityError, ServiceUnavailable
 
 SCHEME = "nats-obj"
@@ -144,6 +144,91 @@ class _HighWater:
             self.reported = self.sent
 
 
+Subscribe = Callable[[Callable[[Any], Awaitable[None]]], Awaitable[Any]]
+
+
+class _Attempt:
+    """One read of a chunk sequence: its own hash, count and file, so that a chunk a dropped
+    subscription still delivers cannot land in the next attempt."""
+
+    def __init__(self, out: BinaryIO, size: int, progress: _HighWater) -> None:
+        self.out = out
+        self.size = size
+        self.progress = progress
+        self.hash = hashlib.sha256()
+        self.received = 0
+        self.done = asyncio.Event()
+        self.closed = False
+
+    async def on_chunk(self, chunk: Any) -> None:
+        # Hashed and written as it arrives, in the subscription's own callback: no queue hop per
+        # chunk (measured faster here than handing batches to a writer thread). Bytes past the
+        # announced size are not read (chunks someone appended to a staged subject later).
+        if self.closed or self.received >= self.size:
+            return
+        data = chunk.data[: self.size - self.received]
+        self.hash.update(data)
+        self.out.write(data)
+        self.received += len(data)
+        self.progress(len(data))
+        if self.received >= self.size:
+            self.done.set()
+
+    async def stalled(self, idle_timeout: float) -> bool:
+        """Wait until every byte arrived (False) or nothing arrived for ``idle_timeout`` (True)."""
+        while not self.done.is_set():
+            before = self.received
+            try:
+                await asyncio.wait_for(self.done.wait(), timeout=idle_timeout)
+            except TimeoutError:
+                if self.received == before:
+                    return True
+        return False
+
+
+async def _receive(
+    bus: Bus,
+    what: str,
+    subscribe: Subscribe,
+    size: int,
+    dest: Path,
+    *,
+    progress: Progress | None = None,
+    idle_timeout: float,
+) -> tuple[int, str]:
+    """Read ``size`` bytes of chunks, delivered to the callback that ``subscribe`` registers on
+    an ordered consumer, into ``dest``'s ``.partial`` sibling; return the bytes read and their
+    SHA-256. A read that stalls starts again from the first chunk on a new subscription, for up
+    to TRANSIENT_RETRY_S after the first stall: when the server holding an ordered consumer
+    dies, nats-py re-creates the consumer once per missed-heartbeat check, and a stream leader
+    election under load can outlast those tries. A stall beyond that is final (``fetch_failed``)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    reported = _HighWater(progress)
+    loop = asyncio.get_running_loop()
+    give_up_at: float | None = None
+    while True:
+        reported.restart()
+        with open(partial, "wb") as out:
+            attempt = _Attempt(out, size, reported)
+            if size == 0:
+                return 0, attempt.hash.hexdigest()
+            sub = await subscribe(attempt.on_chunk)
+            try:
+                stalled = await attempt.stalled(idle_timeout)
+            finally:
+                attempt.closed = True
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        if not stalled:
+            return attempt.received, attempt.hash.hexdigest()
+        now = loop.time()
+        give_up_at = give_up_at if give_up_at is not None else now + TRANSIENT_RETRY_S
+        if now >= give_up_at:
+            raise ArtifactError(f"{what} stalled at {attempt.received} of {size} bytes", code="fetch_failed")
+        bus.log.warning("transfer_restarted", what=what, received=attempt.received, size=size)
+
+
 class ArtifactStore:
     def __init__(self, bus: Bus, bucket: str | None = None) -> None:
         self.bus = bus
@@ -194,15 +279,15 @@ class ArtifactStore:
                     self.bus.js.update_stream(info.config), f'publish to "$JS.API.STREAM.UPDATE.{self.stream}'
                 )
 
-    async def _meta(self, name: str) -> dict | None:
+    async def _meta(self, name: str) -> dict[str, Any] | None:
         return await self._retrying(f"object {name!r}", lambda: self._meta_once(name))
 
-    async def _meta_once(self, name: str) -> dict | None:
+    async def _meta_once(self, name: str) -> dict[str, Any] | None:
         try:
             msg = await self.bus.js.get_last_msg(self.stream, _meta_subject(self.bucket, name))
         except nats.js.errors.NotFoundError:
             return None
-        meta = json.loads(msg.data)
+        meta: dict[str, Any] = json.loads(msg.data or b"")
         return None if meta.get("deleted") else meta
 
     async def info(self, name: str) -> StoredArtifact | None:
@@ -310,46 +395,20 @@ class ArtifactStore:
             raise ArtifactTooLarge(size, max_bytes)
         if sha256 and expected and sha256 != expected:
             raise IntegrityError(sha256, expected, what=f"object {name!r}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        chunk_subject = f"$O.{self.bucket}.C.{meta['nuid']}"
+        received, actual = await _receive(
+            self.bus,
+            f"object {name!r}",
+            lambda on_chunk: self._retrying(
+                f"object {name!r}",
+                lambda: self.bus.js.subscribe(chunk_subject, ordered_consumer=True, cb=on_chunk),
+            ),
+            size,
+            dest,
+            progress=progress,
+            idle_timeout=idle_timeout,
+        )
         partial = dest.with_name(dest.name + ".partial")
-        h = hashlib.sha256()
-        received = 0
-        with open(partial, "wb") as out:
-            if size > 0:
-                done = asyncio.Event()
-
-                async def on_chunk(chunk: Any) -> None:
-                    # Hashed and written as it arrives, in the subscription's own callback: no
-                    # queue hop per chunk (measured faster here than handing batches to a
-                    # writer thread, which only pays off with cores to spare).
-                    nonlocal received
-                    h.update(chunk.data)
-                    out.write(chunk.data)
-                    received += len(chunk.data)
-                    if progress:
-                        progress(len(chunk.data))
-                    if received >= size:
-                        done.set()
-
-                chunk_subject = f"$O.{self.bucket}.C.{meta['nuid']}"
-                sub = await self._retrying(
-                    f"object {name!r}",
-                    lambda: self.bus.js.subscribe(chunk_subject, ordered_consumer=True, cb=on_chunk),
-                )
-                try:
-                    while not done.is_set():
-                        before = received
-                        try:
-                            await asyncio.wait_for(done.wait(), timeout=idle_timeout)
-                        except TimeoutError:
-                            if received == before:
-                                raise ArtifactError(
-                                    f"object {name!r} stalled at {received} of {size} bytes", code="fetch_failed"
-                                ) from None
-                finally:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        actual = h.hexdigest()
         if received != size or (expected and actual != expected) or (sha256 and actual != sha256):
             partial.unlink(missing_ok=True)
             raise IntegrityError(sha256 or expected or "", actual, what=f"object {name!r}")
@@ -528,47 +587,20 @@ class Staging:
                 raise ArtifactNotFound(
                     f"no staged upload {staged.id} (uploads are kept {self.bus.settings.uploads_max_age_hours:g} h)"
                 ) from None
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        received, actual = await _receive(
+            self.bus,
+            f"staged upload {staged.id}",
+            lambda on_chunk: self.bus.retry_transient(
+                f"upload {staged.id}",
+                lambda: self.bus.js.subscribe(
+                    staged.subject, stream=UPLOADS_STREAM, ordered_consumer=True, cb=on_chunk
+                ),
+            ),
+            staged.size,
+            dest,
+            idle_timeout=idle_timeout,
+        )
         partial = dest.with_name(dest.name + ".partial")
-        h = hashlib.sha256()
-        received = 0
-        with open(partial, "wb") as out:
-            if staged.size > 0:
-                done = asyncio.Event()
-
-                async def on_chunk(chunk: Any) -> None:
-                    # Stop at the announced size: chunks someone appended later are not read.
-                    nonlocal received
-                    if received >= staged.size:
-                        return
-                    data = chunk.data[: staged.size - received]
-                    h.update(data)
-                    out.write(data)
-                    received += len(data)
-                    if received >= staged.size:
-                        done.set()
-
-                sub = await self.bus.retry_transient(
-                    f"upload {staged.id}",
-                    lambda: self.bus.js.subscribe(
-                        staged.subject, stream=UPLOADS_STREAM, ordered_consumer=True, cb=on_chunk
-                    ),
-                )
-                try:
-                    while not done.is_set():
-                        before = received
-                        try:
-                            await asyncio.wait_for(done.wait(), timeout=idle_timeout)
-                        except TimeoutError:
-                            if received == before:
-                                raise ArtifactError(
-                                    f"staged upload {staged.id} ends at {received} of {staged.size} bytes",
-                                    code="fetch_failed",
-                                ) from None
-                finally:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        actual = h.hexdigest()
         if received != staged.size or actual != staged.sha256:
             partial.unlink(missing_ok=True)
             raise IntegrityError(staged.sha256, actual, what=f"staged upload {staged.id}")

@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.base import Message, decode, encode
+from shared.contracts.base import Message, codec, decode, encode
 from shared.contracts.registry import ErrorReply
 from shared.errors import (
     InferlabError,
@@ -164,6 +164,78 @@ def connect_options(settings: Settings, *, name: str) -> dict[str, Any]:
     return options
 
 
+class _ConnectionEvents:
+    """The client's callbacks, from the first connect on: why a first connect failed, as the
+    client reported it (nats-py keeps retrying a refused first connect internally; a timeout
+    would hide the reason), permission denials, and disconnects in the log."""
+
+    nc: NatsClient  # the client of the current attempt, set before it connects
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.denials: deque[tuple[float, str]] = deque(maxlen=64)
+        self.refused: deque[BaseException] = deque(maxlen=16)  # bounded: outages may last for days
+        self.auth_refused = asyncio.Event()
+
+    async def on_error(self, exc: Exception) -> None:
+        if not self.nc.is_connected:
+            self.refused.append(exc)
+            if _is_auth_error(exc) or isinstance(exc, ssl.SSLError):
+                self.auth_refused.set()  # credentials or certificates: retrying will not help
+        if "permissions violation" in str(exc):
+            self.denials.append((asyncio.get_running_loop().time(), str(exc)))
+        if self.nc.is_connected or self.nc.is_reconnecting:
+            self.log.warning("nats_error", error=str(exc), error_type=type(exc).__name__)
+
+    async def on_disconnect(self) -> None:
+        if not (self.nc.is_closed or self.nc.is_draining):
+            self.log.warning("nats_disconnected")
+
+    async def on_reconnect(self) -> None:
+        url = self.nc.connected_url
+        self.log.info("nats_reconnected", server=str(url.netloc if url else ""))
+
+
+async def _first_connect(nc: NatsClient, options: dict[str, Any], events: _ConnectionEvents, *, timeout: float) -> None:
+    """One connect attempt. nats-py retries a failed *first* connect forever when reconnects
+    are unlimited; bound it so a missing server is reported, not waited for, and stop at the
+    first refusal of the credentials."""
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            **options,
+            error_cb=events.on_error,
+            disconnected_cb=events.on_disconnect,
+            reconnected_cb=events.on_reconnect,
+        )
+    )
+    refusal = asyncio.ensure_future(events.auth_refused.wait())
+    await asyncio.wait({connecting, refusal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    refusal.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        raise TimeoutError("no answer")
+    connecting.result()
+
+
+def _raise_if_refused(settings: Settings, url: str, refused: deque[BaseException]) -> None:
+    """Raise when the server refused the credentials or the TLS handshake: waiting will not
+    fix either. The server may close the socket before its "Authorization Violation" is read
+    (a reset), so any refusal among the errors counts."""
+    if any(_is_auth_error(error) for error in refused):
+        # the password is never part of the message
+        raise AuthenticationFailed(
+            f"NATS at {url} refused user {settings.nats_user or '(none)'!r}: authorization violation "
+            "(check INFERLAB_NATS_USER / INFERLAB_NATS_PASSWORD, _TOKEN or _CREDS)"
+        ) from None
+    tls_error = next((error for error in refused if isinstance(error, ssl.SSLError)), None)
+    if tls_error is not None:
+        raise ServiceUnavailable(
+            f"TLS with NATS at {url} failed: {_describe(tls_error)} (check INFERLAB_NATS_TLS_CA, _CERT and _KEY)"
+        ) from None
+
+
 class Bus:
     """One NATS connection plus its JetStream context."""
 
@@ -201,89 +273,36 @@ class Bus:
         """Connect; with ``wait`` > 0 keep retrying that many seconds (services starting
         before NATS), else fail at once with a one-line ``ServiceUnavailable``."""
         log = get_logger(component="bus")
-        denials: deque[tuple[float, str]] = deque(maxlen=64)
-        # Why the first connect failed, as the client reported it (nats-py keeps retrying a
-        # refused first connect internally; the timeout below would hide the reason).
-        refused: deque[BaseException] = deque(maxlen=16)  # bounded: outages may last for days
-
-        auth_refused = asyncio.Event()
-
-        async def on_error(exc: Exception) -> None:
-            if not nc.is_connected:
-                refused.append(exc)
-                if _is_auth_error(exc) or isinstance(exc, ssl.SSLError):
-                    auth_refused.set()  # credentials or certificates: retrying will not help
-            if "permissions violation" in str(exc):
-                denials.append((asyncio.get_running_loop().time(), str(exc)))
-            if nc.is_connected or nc.is_reconnecting:
-                log.warning("nats_error", error=str(exc), error_type=type(exc).__name__)
-
-        async def on_disconnect() -> None:
-            if not (nc.is_closed or nc.is_draining):
-                log.warning("nats_disconnected")
-
-        async def on_reconnect() -> None:
-            log.info("nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url else ""))
-
+        events = _ConnectionEvents(log)
         options = connect_options(settings, name=name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         delay = 0.2
         while True:
             reachable = await asyncio.to_thread(_any_reachable, options["servers"])
-            nc = NatsClient()
+            nc = events.nc = NatsClient()
             try:
                 if not reachable:
                     raise ConnectionRefusedError("connection refused")
-                # nats-py retries a failed *first* connect forever when reconnects are
-                # unlimited; bound it so a missing server is reported, not waited for, and
-                # stop at the first refusal of the credentials.
-                connecting = asyncio.ensure_future(
-                    nc.connect(**options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
-                )
-                refusal = asyncio.ensure_future(auth_refused.wait())
-                await asyncio.wait(
-                    {connecting, refusal}, timeout=settings.connect_timeout_s + 1.0, return_when=asyncio.FIRST_COMPLETED
-                )
-                refusal.cancel()
-                if not connecting.done():
-                    connecting.cancel()
-                    with contextlib.suppress(BaseException):
-                        await connecting
-                    raise TimeoutError("no answer")
-                connecting.result()
+                await _first_connect(nc, options, events, timeout=settings.connect_timeout_s + 1.0)
                 bus = cls(nc, settings, name=name)
-                bus.denials = denials
+                bus.denials = events.denials
                 return bus
             except Exception as exc:  # nats raises several unrelated types here
                 try:
                     await nc.close()
                 except Exception:
                     pass
-                reason = refused[-1] if refused else exc
+                reason = events.refused[-1] if events.refused else exc
                 url = _redact_url(settings.nats_url)
-                # The server may close the socket before its "Authorization Violation" is
-                # read (a reset), so any refusal among the errors counts.
-                if any(_is_auth_error(e) for e in refused):
-                    # Wrong user or password: waiting will not fix it (and the password is
-                    # never part of the message).
-                    raise AuthenticationFailed(
-                        f"NATS at {url} refused user {settings.nats_user or '(none)'!r}: authorization violation "
-                        "(check INFERLAB_NATS_USER / INFERLAB_NATS_PASSWORD, _TOKEN or _CREDS)"
-                    ) from None
-                tls_error = next((e for e in refused if isinstance(e, ssl.SSLError)), None)
-                if tls_error is not None:
-                    raise ServiceUnavailable(
-                        f"TLS with NATS at {url} failed: {_describe(tls_error)} "
-                        "(check INFERLAB_NATS_TLS_CA, _CERT and _KEY)"
-                    ) from None
+                _raise_if_refused(settings, url, events.refused)
                 if loop.time() >= deadline:
                     raise ServiceUnavailable(
                         f"cannot reach NATS at {url} ({_describe(reason)}); "
                         "start it with `inferlab up` or set INFERLAB_NATS_URL"
                     ) from None
-                refused.clear()
-                auth_refused.clear()
+                events.refused.clear()
+                events.auth_refused.clear()
                 log.info("nats_connect_retry", error=_describe(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -503,10 +522,6 @@ class Bus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 4.0)
 
-    async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
-        """Fire-and-forget core NATS publish."""
-        await self.nc.publish(subject, encode(message))
-
     async def reply(self, command: Any, outcome: msgspec.Struct) -> None:
         """Send a command's outcome to its ``reply_to``, if it names an inbox. Only inboxes: a
         ``reply_to`` inside ``model.>`` would let a client make a service publish into the
@@ -642,14 +657,9 @@ def announced_key(subject: str, event_id: str) -> str:
     return "e." + hashlib.sha256(f"{subject}\n{event_id}".encode()).hexdigest()
 
 
-_plain_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
-
-
 def decode_plain(data: bytes, kind: type[R]) -> R:
-    decoder = _plain_decoders.get(kind)
-    if decoder is None:
-        decoder = _plain_decoders[kind] = msgspec.json.Decoder(kind)
-    return decoder.decode(data)
+    """Decode a request or reply body that is not a message (no envelope)."""
+    return codec.decode(data, kind)
 
 
 def _decode_error(data: bytes, headers: dict[str, str]) -> ErrorReply:

@@ -106,7 +106,8 @@ def stroke_groups(x: np.ndarray, threshold: float) -> np.ndarray:
 
 def write_dataset(path: Path, input_name: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{input_name: x, "labels": y, "groups": groups.astype(str)})
+    arrays: dict[str, Any] = {input_name: x, "labels": y, "groups": groups.astype(str)}
+    np.savez(path, **arrays)
     return path
 
 
@@ -172,7 +173,8 @@ def digits_cnn() -> Any:
         def forward(self, t: torch.Tensor) -> torch.Tensor:
             t = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv1(t))), 2)
             t = torch.nn.functional.max_pool2d(torch.relu(self.conv2(t)), 2)
-            return self.fc(torch.flatten(t, 1))
+            logits: torch.Tensor = self.fc(torch.flatten(t, 1))
+            return logits
 
     return Net()
 
@@ -220,7 +222,7 @@ def build_cnn(folder: Path, *, epochs: int = 15) -> DemoModel:
             batch = order[i : i + 64]
             optim.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(images[batch]), labels[batch])
-            loss.backward()
+            torch.autograd.backward(loss)
             optim.step()
     net.eval()
     with torch.no_grad():
@@ -322,43 +324,12 @@ class Tracker:
         if model is None or getattr(message, "version", self.version) != self.version:
             return []
         if isinstance(message, ModelRegistered):
-            record = message.record
-            state = self._variant(model, record.ref, record.variant)
-            state.size_bytes = record.size_bytes
-            if record.variant == BASE_VARIANT:
-                if model.registered:
-                    return []
-                model.registered = True
-                return [f"{record.ref}  registered  ({_size(record.size_bytes)}, sha256 {record.sha256[:12]}…)"]
-            return [f"{record.ref}  registered as a variant of {record.parent}  ({_size(record.size_bytes)})"]
+            return self._registered(model, message)
         if isinstance(message, ModelRejected):
             model.rejected = f"{message.reason.value}: {message.message}"
             return [f"{name}@{message.version}  REJECTED  {model.rejected}"]
         if isinstance(message, ModelConverted):
-            profile = message.profile or message.variant
-            model.conversions[profile] = "converted"
-            state = self._variant(model, message.ref, message.variant)
-            state.profile = profile
-            report = message.report
-            parity = report.parity
-            detail = ""
-            if parity is not None:
-                scored = [o for o in parity.outputs if o.compared and o.cosine_similarity is not None]
-                if scored:
-                    state.parity_cosine = min(o.cosine_similarity for o in scored)  # type: ignore[type-var]
-                tops = [o.top1_agreement for o in parity.outputs if o.top1_agreement is not None]
-                if tops:
-                    state.parity_top1 = min(tops)
-                parts = [f"parity passed on {parity.samples} {parity.input_source} samples"]
-                if state.parity_top1 is not None:
-                    parts.append(f"top-1 agreement {state.parity_top1:.3f}")
-                if state.parity_cosine is not None:
-                    parts.append(f"cosine {state.parity_cosine:.5f}")
-                detail = ", ".join(parts)
-            size = ""
-            if report.size_after_bytes:
-                size = f"{_size(report.size_before_bytes)} -> {_size(report.size_after_bytes)}; "
-            return [f"{message.ref}  converted ({profile})  ({size}{detail})"]
+            return self._converted(model, message)
         if isinstance(message, ConversionFailed):
             model.conversions[message.profile] = "failed"
             ref = f"{name}@{message.version}"
@@ -367,40 +338,87 @@ class Tracker:
             model.conversions[message.profile] = "skipped"
             return [f"{name}@{message.version}  conversion {message.profile} skipped ({message.reason})"]
         if isinstance(message, ModelBenchmarked):
-            state = self._variant(model, message.ref, message.variant)
-            state.benchmarked = True
-            state.benchmark_error = None
-            best = default_config(message.results)
-            if best is None:
-                return [f"{message.ref}  benchmarked: nothing measured"]
-            state.p50_ms, state.p99_ms = best.latency.p50_ms, best.latency.p99_ms
-            state.throughput_ips, state.config_key = best.throughput_ips, best.config_key
-            return [
-                f"{message.ref}  benchmarked  p50 {best.latency.p50_ms:.4f} ms, p99 {best.latency.p99_ms:.4f} ms, "
-                f"{best.throughput_ips:,.0f} inf/s ({best.latency.samples} samples, {_config(best)})"
-            ]
+            return self._benchmarked(model, message)
         if isinstance(message, BenchmarkFailed):
             state = self._variant(model, message.ref, message.variant)
             state.benchmarked = True
             state.benchmark_error = f"{message.reason}: {message.message}"
             return [f"{message.ref}  benchmark FAILED ({message.reason}): {message.message}"]
         if isinstance(message, ModelValidated):
-            state = self._variant(model, message.ref, message.variant)
-            state.validated = True
-            state.validation_error = None
-            state.ready = message.ready
-            state.accuracy = message.accuracy
-            state.failed_criteria = [c.metric for c in message.report.criteria if c.passed is False]
-            verdict = "READY" if message.ready else "NOT READY"
-            accuracy = f"accuracy {message.accuracy:.4f}" if message.accuracy is not None else "no accuracy"
-            failed = f"; failed: {', '.join(state.failed_criteria)}" if state.failed_criteria else ""
-            return [f"{message.ref}  validated  {verdict}  ({accuracy}{failed})"]
+            return self._validated(model, message)
         if isinstance(message, ValidationErrored):
             state = self._variant(model, message.ref, message.variant)
             state.validated = True
             state.validation_error = f"{message.reason}: {message.message}"
             return [f"{message.ref}  validation could not run ({message.reason}): {message.message}"]
         return []
+
+    def _registered(self, model: ModelState, message: ModelRegistered) -> list[str]:
+        """The base once; a variant each time it is registered."""
+        record = message.record
+        state = self._variant(model, record.ref, record.variant)
+        state.size_bytes = record.size_bytes
+        if record.variant == BASE_VARIANT:
+            if model.registered:
+                return []
+            model.registered = True
+            return [f"{record.ref}  registered  ({_size(record.size_bytes)}, sha256 {record.sha256[:12]}…)"]
+        return [f"{record.ref}  registered as a variant of {record.parent}  ({_size(record.size_bytes)})"]
+
+    def _converted(self, model: ModelState, message: ModelConverted) -> list[str]:
+        """A variant made, with the converter's parity figures."""
+        profile = message.profile or message.variant
+        model.conversions[profile] = "converted"
+        state = self._variant(model, message.ref, message.variant)
+        state.profile = profile
+        report = message.report
+        parity = report.parity
+        detail = ""
+        if parity is not None:
+            cosines = [o.cosine_similarity for o in parity.outputs if o.compared and o.cosine_similarity is not None]
+            if cosines:
+                state.parity_cosine = min(cosines)
+            tops = [o.top1_agreement for o in parity.outputs if o.top1_agreement is not None]
+            if tops:
+                state.parity_top1 = min(tops)
+            parts = [f"parity passed on {parity.samples} {parity.input_source} samples"]
+            if state.parity_top1 is not None:
+                parts.append(f"top-1 agreement {state.parity_top1:.3f}")
+            if state.parity_cosine is not None:
+                parts.append(f"cosine {state.parity_cosine:.5f}")
+            detail = ", ".join(parts)
+        size = ""
+        if report.size_after_bytes:
+            size = f"{_size(report.size_before_bytes)} -> {_size(report.size_after_bytes)}; "
+        return [f"{message.ref}  converted ({profile})  ({size}{detail})"]
+
+    def _benchmarked(self, model: ModelState, message: ModelBenchmarked) -> list[str]:
+        """The default configuration's latency and throughput."""
+        state = self._variant(model, message.ref, message.variant)
+        state.benchmarked = True
+        state.benchmark_error = None
+        best = default_config(message.results)
+        if best is None:
+            return [f"{message.ref}  benchmarked: nothing measured"]
+        state.p50_ms, state.p99_ms = best.latency.p50_ms, best.latency.p99_ms
+        state.throughput_ips, state.config_key = best.throughput_ips, best.config_key
+        return [
+            f"{message.ref}  benchmarked  p50 {best.latency.p50_ms:.4f} ms, p99 {best.latency.p99_ms:.4f} ms, "
+            f"{best.throughput_ips:,.0f} inf/s ({best.latency.samples} samples, {_config(best)})"
+        ]
+
+    def _validated(self, model: ModelState, message: ModelValidated) -> list[str]:
+        """The readiness verdict and the criteria that failed."""
+        state = self._variant(model, message.ref, message.variant)
+        state.validated = True
+        state.validation_error = None
+        state.ready = message.ready
+        state.accuracy = message.accuracy
+        state.failed_criteria = [c.metric for c in message.report.criteria if c.passed is False]
+        verdict = "READY" if message.ready else "NOT READY"
+        accuracy = f"accuracy {message.accuracy:.4f}" if message.accuracy is not None else "no accuracy"
+        failed = f"; failed: {', '.join(state.failed_criteria)}" if state.failed_criteria else ""
+        return [f"{message.ref}  validated  {verdict}  ({accuracy}{failed})"]
 
     def pending(self) -> list[str]:
         """What the demo still waits for, in words (empty when it is complete)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from msgspec import inspect as mi
+import msgspec.inspect
 
 from shared.config import describe
 from shared.contracts.catalogue import CATALOGUE, SubjectSpec
@@ -53,10 +53,10 @@ _EXAMPLE_STRINGS = {
 _EXAMPLE_TIME = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
-def _example(t: mi.Type, field: str = "", depth: int = 0) -> Any:
+def _example(t: msgspec.inspect.Type, field: str = "", depth: int = 0) -> Any:
     if depth > 6:
         return None
-    if isinstance(t, mi.StructType):
+    if isinstance(t, msgspec.inspect.StructType):
         out: dict[str, Any] = {}
         if t.tag_field:
             out[t.tag_field] = t.tag
@@ -65,72 +65,73 @@ def _example(t: mi.Type, field: str = "", depth: int = 0) -> Any:
                 continue
             out[f.encode_name] = _example(f.type, f.name, depth + 1)
         return out
-    if isinstance(t, mi.UnionType):
-        non_null = [x for x in t.types if not isinstance(x, mi.NoneType)]
+    if isinstance(t, msgspec.inspect.UnionType):
+        non_null = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
         return _example(non_null[0], field, depth) if non_null else None
-    if isinstance(t, mi.StrType):
+    if isinstance(t, msgspec.inspect.StrType):
         return _EXAMPLE_STRINGS.get(field, field or "text")
-    if isinstance(t, mi.BoolType):
+    if isinstance(t, msgspec.inspect.BoolType):
         return True
-    if isinstance(t, mi.IntType):
+    if isinstance(t, msgspec.inspect.IntType):
         return 1
-    if isinstance(t, mi.FloatType):
+    if isinstance(t, msgspec.inspect.FloatType):
         return 1.5
-    if isinstance(t, mi.DateTimeType):
+    if isinstance(t, msgspec.inspect.DateTimeType):
         return _EXAMPLE_TIME.isoformat().replace("+00:00", "Z")
-    if isinstance(t, mi.EnumType):
+    if isinstance(t, msgspec.inspect.EnumType):
         return next(iter(t.cls)).value
-    if isinstance(t, mi.LiteralType):
+    if isinstance(t, msgspec.inspect.LiteralType):
         return t.values[0]
-    if isinstance(t, mi.ListType | mi.SetType | mi.VarTupleType):
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.SetType | msgspec.inspect.VarTupleType):
         item = _example(t.item_type, field.rstrip("s"), depth + 1)
         return [] if item is None else [item]
-    if isinstance(t, mi.TupleType):
+    if isinstance(t, msgspec.inspect.TupleType):
         return [_example(x, field, depth + 1) for x in t.item_types]
-    if isinstance(t, mi.DictType):
+    if isinstance(t, msgspec.inspect.DictType):
         return {}
-    if isinstance(t, mi.AnyType):
+    if isinstance(t, msgspec.inspect.AnyType):
         return {}
     return None
 
 
 def example(kind: type[msgspec.Struct]) -> dict[str, Any]:
-    return _example(mi.type_info(kind))
+    built: dict[str, Any] = _example(msgspec.inspect.type_info(kind))
+    return built
 
 
-def _type_name(t: mi.Type) -> str:
-    if isinstance(t, mi.StructType):
+def _type_name(t: msgspec.inspect.Type) -> str:
+    if isinstance(t, msgspec.inspect.StructType):
         return t.cls.__name__
-    if isinstance(t, mi.UnionType):
+    if isinstance(t, msgspec.inspect.UnionType):
         return " | ".join(_type_name(x) for x in t.types)
-    if isinstance(t, mi.NoneType):
+    if isinstance(t, msgspec.inspect.NoneType):
         return "null"
-    if isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType):
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.VarTupleType | msgspec.inspect.SetType):
         return f"list[{_type_name(t.item_type)}]"
-    if isinstance(t, mi.TupleType):
+    if isinstance(t, msgspec.inspect.TupleType):
         return "[" + ", ".join(_type_name(x) for x in t.item_types) + "]"
-    if isinstance(t, mi.DictType):
+    if isinstance(t, msgspec.inspect.DictType):
         return f"object[{_type_name(t.key_type)}, {_type_name(t.value_type)}]"
-    if isinstance(t, mi.EnumType):
+    if isinstance(t, msgspec.inspect.EnumType):
         return "enum(" + ", ".join(str(m.value) for m in t.cls) + ")"
     names = {
-        mi.StrType: "string",
-        mi.IntType: "integer",
-        mi.FloatType: "number",
-        mi.BoolType: "boolean",
-        mi.DateTimeType: "datetime (RFC 3339)",
-        mi.AnyType: "any",
+        msgspec.inspect.StrType: "string",
+        msgspec.inspect.IntType: "integer",
+        msgspec.inspect.FloatType: "number",
+        msgspec.inspect.BoolType: "boolean",
+        msgspec.inspect.DateTimeType: "datetime (RFC 3339)",
+        msgspec.inspect.AnyType: "any",
     }
     return names.get(type(t), type(t).__name__)
 
 
 def _fields_table(kind: type[msgspec.Struct]) -> list[str]:
-    info = mi.type_info(kind)
-    assert isinstance(info, mi.StructType)
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
     lines = ["| field | type | required | default |", "|---|---|---|---|"]
     for f in info.fields:
-        default = "" if f.required else (repr(f.default) if f.default is not mi.NODEFAULT else "(generated)")
-        if f.default_factory is not mi.NODEFAULT:
+        default = "" if f.required else (repr(f.default) if f.default is not msgspec.NODEFAULT else "(generated)")
+        if f.default_factory is not msgspec.NODEFAULT:
             default = "(generated)" if f.name in ("occurred_at", "created_at", "updated_at") else "(empty)"
         lines.append(f"| `{f.encode_name}` | {_type_name(f.type)} | {'yes' if f.required else ''} | {default} |")
     return lines

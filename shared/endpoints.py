@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from nats.micro import Request, add_service
+from nats.micro import add_service
+from nats.micro.request import Request
 from nats.micro.service import Service
 
 from shared import __version__

@@ -1,6 +1,54 @@
-"""Precise exception types. Each carries a stable machine-readable ``code`` (the ``reason`` of
-an error event) and a human message; service edges map them to error events, the CLI to one
-line on stderr."""
+"""The one exception hierarchy of inferlab. Every error raised on purpose derives from
+``InferlabError`` and carries a stable machine-readable ``code`` (the ``reason`` of the failure
+event it becomes) and a human ``message``. Service-specific classes live in
+``services/<svc>/errors.py``; each service turns them into its failure event in one place,
+``services/<svc>/failures.py: failure_event``; the CLI prints one line on stderr.
+
+    Exception
+     └── InferlabError                        code: error
+          ├── InvalidReference                invalid_ref
+          ├── NotFound                        not_found
+          │    ├── UnknownModel               unknown_model
+          │    └── UnknownAlias               unknown_alias
+          ├── ArtifactError                   artifact_error
+          │    ├── ArtifactNotFound           artifact_not_found
+          │    ├── ArtifactTooLarge           too_large
+          │    ├── IntegrityError             sha256_mismatch
+          │    ├── ImportNotAllowed           import_not_allowed (or invalid_uri)
+          │    └── FetchFailed                fetch_failed
+          ├── InvalidDataset                  invalid_dataset
+          ├── InputError                      per instance (invalid_input_spec, unsupported_model, ...)
+          ├── ServiceUnavailable              unavailable
+          ├── RequestFailed                   request_failed
+          ├── WaitTimeout                     timeout
+          ├── Rejected                        per instance: the rejection reason a client received
+          ├── NativeFailure                   native_failure
+          │    ├── NativeCrash                crashed
+          │    ├── NativeTimeout              timed_out
+          │    └── NativeOutOfMemory          out_of_memory
+          ├── services/registry/errors.py: Rejection          per instance (a RejectionReason)
+          │    └── services/registry/errors.py: VerificationError
+          ├── services/converter/errors.py: ConversionFailure per instance (a REASON_* of conversion)
+          ├── services/converter/errors.py: ProfileError      conversion_error
+          │    ├── NotApplicable              not_applicable
+          │    ├── Unavailable                unavailable_on_host
+          │    ├── NeedsCalibration           needs_calibration_data
+          │    ├── UnsupportedModel           unsupported_model
+          │    ├── ConversionError            conversion_error
+          │    ├── InvalidOptions             invalid_request
+          │    └── UnknownProfile             unknown_profile
+          ├── services/converter/errors.py: RuntimeLoadError  conversion_error
+          ├── services/benchmarker/errors.py: BenchmarkError
+          ├── services/validator/errors.py: ValidationFailure
+          ├── services/validator/errors.py: ModelLoadError
+          ├── services/validator/errors.py: InferenceError
+          ├── services/validator/errors.py: OutputError
+          ├── services/validator/errors.py: OptionsError
+          └── services/validator/errors.py: PolicyError
+
+A class whose code depends on the case (``InputError``, ``Rejection``, ``ConversionFailure``)
+takes it per instance; every other class names its code once, as a class attribute.
+"""
 
 from __future__ import annotations
 
@@ -80,6 +128,14 @@ class FetchFailed(ArtifactError):
 
 class InvalidDataset(InferlabError):
     code = "invalid_dataset"
+
+
+class InputError(InferlabError):
+    """Inputs cannot be built for a model (non-tensor input, unknown rank, data that does not
+    fit the declared shapes, no size that runs); ``code`` says which (shared/inputs.py)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
 
 
 class ServiceUnavailable(InferlabError):

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urljoin, urlparse
 from shared.artifacts import SCHEME as OBJ_SCHEME
 from shared.artifacts import UPLOAD_SCHEME, ArtifactStore, Staging, parse_object_uri, parse_upload_uri
 from shared.bus import Bus
+from shared.config import Settings
 from shared.errors import ArtifactNotFound, ArtifactTooLarge, FetchFailed, ImportNotAllowed
 
 _COPY_CHUNK = 1 << 20
@@ -136,14 +137,14 @@ class ImportPolicy:
         raise ImportNotAllowed(f"{raw} is outside the import roots ({roots}); set INFERLAB_IMPORT_ROOTS")
 
 
-def policy_from_settings(bus_or_settings: Bus | object) -> ImportPolicy:
+def policy_from_settings(bus_or_settings: Bus | Settings) -> ImportPolicy:
     settings = bus_or_settings.settings if isinstance(bus_or_settings, Bus) else bus_or_settings
     return ImportPolicy(
-        roots=settings.effective_import_roots,  # type: ignore[attr-defined]
-        schemes=tuple(s.lower() for s in settings.allowed_schemes),  # type: ignore[attr-defined]
+        roots=settings.effective_import_roots,
+        schemes=tuple(s.lower() for s in settings.allowed_schemes),
         hosts=HostPolicy(
-            tuple(settings.fetch_hosts),  # type: ignore[attr-defined]
-            bool(settings.fetch_allow_private),  # type: ignore[attr-defined]
+            tuple(settings.fetch_hosts),
+            bool(settings.fetch_allow_private),
         ),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ import structlog
 _SECRET_KEYS = ("password", "token", "secret", "creds", "authorization")
 
 
-def _redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # Belt and braces: settings never log secrets, but a careless bind() must not either.
     for key in list(event):
         if any(s in key.lower() for s in _SECRET_KEYS):
@@ -49,7 +49,8 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> structlog
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
-    return structlog.get_logger()
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger()
+    return logger
 
 
 def get_logger(**bindings: Any) -> Any:

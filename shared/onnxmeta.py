@@ -15,7 +15,8 @@ def dtype_name(elem_type: int) -> str:
     try:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
     except (KeyError, TypeError, ValueError):
-        return TensorProto.DataType.Name(elem_type).lower()
+        name: str = TensorProto.DataType.Name(elem_type)
+        return name.lower()
 
 
 def _type_name(tp: TypeProto) -> str:

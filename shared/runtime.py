@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -23,6 +23,9 @@ from shared.endpoints import Endpoint, serve
 from shared.errors import InferlabError
 from shared.log import configure, get_logger
 from shared.worker import Worker
+
+if TYPE_CHECKING:
+    from nats.micro.service import Service as MicroService
 
 
 class Service(Protocol):
@@ -63,7 +66,7 @@ class ServiceHost:
         self.service = service
         self.started = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
-        self._micro = None
+        self._micro: MicroService | None = None
 
     async def start(self) -> None:
         await self.service.start()

@@ -13,6 +13,7 @@ follow the streams.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import tarfile
@@ -25,6 +26,7 @@ import msgspec
 
 from shared.artifacts import (
     ArtifactStore,
+    Progress,
     StagedUpload,
     Staging,
     StoredArtifact,
@@ -39,7 +41,7 @@ from shared.clients.conversion import ConversionApi
 from shared.clients.validation import ValidationApi
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.base import Command, Message, decode, new_id
+from shared.contracts.base import Message, decode, new_id
 from shared.contracts.catalogue import message_type_for
 from shared.contracts.identity import BASE_VARIANT, ModelRef
 from shared.contracts.registry import (
@@ -63,9 +65,7 @@ from shared.contracts.registry import (
     SetAlias,
     SetTags,
 )
-from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected, WaitTimeout
-
-Progress = Callable[[int], None]
+from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected
 
 
 class ServiceStatus(msgspec.Struct, kw_only=True):
@@ -268,68 +268,6 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
             raise Rejected(rejected.reason.value, rejected.message, event=rejected)
         return msgspec.convert(reply, ModelRegistered).record
 
-    async def send(self, subject: str, command: Command) -> str:
-        """Publish a command to its stream; returns its event id."""
-        if not command.event_id:
-            command.event_id = new_id()
-        await self.bus.publish(subject, command)
-        return command.event_id
-
-    async def send_and_wait(
-        self, subject: str, command: Command, *, timeout: float = 300.0, replies: int = 1
-    ) -> dict[str, Any]:
-        """Publish ``command`` with a private ``reply_to`` inbox and return the first reply
-        (a service answers a command's outcome there, even a no-op's)."""
-        collected = await self.send_and_collect(
-            subject, command, timeout=timeout, until=lambda got: len(got) >= replies
-        )
-        return collected[0]
-
-    async def send_and_collect(
-        self,
-        subject: str,
-        command: Command,
-        *,
-        timeout: float,
-        until: Callable[[list[dict[str, Any]]], bool],
-        on_reply: Callable[[dict[str, Any]], None] | None = None,
-    ) -> list[dict[str, Any]]:
-        inbox = self.bus.nc.new_inbox()
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-        async def collect(msg: Any) -> None:
-            # Only what was published to the inbox itself: a JetStream push delivery aimed at
-            # it carries the stream's original subject, and must not pass for an answer.
-            if msg.subject == inbox:
-                await queue.put(msg.data)
-
-        sub = await self.bus.nc.subscribe(inbox, cb=collect)
-        try:
-            command.reply_to = inbox
-            await self.send(subject, command)
-            got: list[dict[str, Any]] = []
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while not until(got):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise WaitTimeout(
-                        f"no answer to {subject} within {timeout:.0f}s (command {command.event_id} is queued "
-                        "and will be processed when the service runs)"
-                    )
-                try:
-                    data = await asyncio.wait_for(queue.get(), timeout=remaining)
-                except TimeoutError:
-                    continue
-                reply = json.loads(data)
-                got.append(reply)
-                if on_reply:
-                    on_reply(reply)
-            return got
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
     # --- reads ----------------------------------------------------------------------------
 
     async def get(self, ref: str) -> ModelView:
@@ -344,7 +282,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         body = filters or ListModels(**kwargs)
         return await self.bus.request(subjects.REGISTRY_LIST, body, ModelList)
 
-    async def find(self, requirements: FindModels | None = None, **kwargs: Any) -> list[RankedModel]:
+    async def find(self, requirements: FindModels | None = None, **kwargs: Any) -> builtins.list[RankedModel]:
         body = requirements or FindModels(**kwargs)
         found = await self.bus.request(subjects.REGISTRY_FIND, body, FoundModels)
         return found.results
@@ -366,7 +304,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
             subjects.REGISTRY_ALIAS_REMOVE, RemoveAlias(name=parsed.name, alias=alias), AliasChange
         )
 
-    async def set_tags(self, ref: str, tags: dict[str, str], remove: list[str] | None = None) -> ModelView:
+    async def set_tags(self, ref: str, tags: dict[str, str], remove: builtins.list[str] | None = None) -> ModelView:
         ModelRef.parse(ref)
         return await self.bus.request(
             subjects.REGISTRY_TAGS_SET, SetTags(ref=ref, tags=tags, remove=remove or []), ModelView
@@ -410,7 +348,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         ref: str,
         *,
         timeout: float = 600.0,
-        profiles: list[str] | None = None,
+        profiles: builtins.list[str] | None = None,
         on_update: Callable[[ChainRow], None] | None = None,
     ) -> ChainResult:
         """Wait until a registered version has been through the whole chain: its base and each
@@ -446,7 +384,7 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
 
     # --- discovery --------------------------------------------------------------------------
 
-    async def status(self, service: str | None = None, timeout: float = 0.75) -> list[ServiceStatus]:
+    async def status(self, service: str | None = None, timeout: float = 0.75) -> builtins.list[ServiceStatus]:
         """Every running service instance, found through ``$SRV.INFO`` (micro discovery),
         with its endpoint statistics from ``$SRV.STATS``."""
         subject = "$SRV.INFO" + (f".{service}" if service else "")
@@ -473,9 +411,10 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi):
         from shared.runtime import Health, HealthRequest
 
         health = await self.bus.request(f"{service}.health", HealthRequest(), Health, timeout=timeout)
-        return msgspec.to_builtins(health)
+        builtins_: dict[str, Any] = msgspec.to_builtins(health)
+        return builtins_
 
-    async def _gather(self, subject: str, timeout: float) -> list[dict[str, Any]]:
+    async def _gather(self, subject: str, timeout: float) -> builtins.list[dict[str, Any]]:
         inbox = self.bus.nc.new_inbox()
         replies: list[dict[str, Any]] = []
 

@@ -96,7 +96,12 @@ def subject_matches(pattern: str, subject: str) -> bool:
 class PoisonMessage(Exception):
     """The message can never be handled (undecodable, unroutable, too large). A handler may
     raise it too, for input it can tell no retry will fix: the message is dead-lettered at
-    once instead of being retried ``max_deliver`` times."""
+    once instead of being retried ``max_deliver`` times, with ``reason`` (a machine code, e.g.
+    the error's ``code``) as the dead letter's ``details["reason"]``."""
+
+    def __init__(self, message: str, *, reason: str = "poison") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Worker:
@@ -138,7 +143,7 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> None:
+    async def _ensure_consumer(self) -> None:
         await self.bus.ensure_consumer(
             stream=self.stream,
             durable=self.durable,
@@ -147,6 +152,9 @@ class Worker:
             max_deliver=self.max_deliver,
             deliver_new=self.deliver_new,
         )
+
+    async def run(self) -> None:
+        await self._ensure_consumer()
         sub = await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         # A message whose handling kills the process (OOM, segfault in a native library) never
         # reaches our own failure path; JetStream announces it when max_deliver is exhausted.
@@ -178,14 +186,7 @@ class Worker:
                     self.log.warning("fetch_failed", error=str(exc), error_type=type(exc).__name__)
                     await asyncio.sleep(1.0)
                     with contextlib.suppress(Exception):
-                        await self.bus.ensure_consumer(
-                            stream=self.stream,
-                            durable=self.durable,
-                            filter_subjects=[r.subject for r in self.routes],
-                            ack_wait_s=self.ack_wait_s,
-                            max_deliver=self.max_deliver,
-                            deliver_new=self.deliver_new,
-                        )
+                        await self._ensure_consumer()
                     continue
                 for msg in batch:
                     task = asyncio.create_task(self._process(msg))
@@ -231,7 +232,7 @@ class Worker:
                 raise
             except PoisonMessage as exc:  # the handler knows no retry can succeed
                 heartbeat.cancel()
-                await self._dead_letter(msg, exc, reason="poison")
+                await self._dead_letter(msg, exc.__cause__ or exc, reason=exc.reason)
                 return
             except Exception as exc:
                 self.failed += 1

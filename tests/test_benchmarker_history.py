@@ -8,32 +8,36 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import msgspec
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from services.benchmarker import history as h
 from services.benchmarker.history import History, Migration, ProductionBatch, SampleBatch
+from services.benchmarker.rows import RunRow, ValidationRow
 from services.benchmarker.sql import SqlFailed, SqlRefused, SqlTimeout, check_statement, run_query
 
 
-def _run(run_id: str, *, version: str = "1.0.0", hardware: str = "hw1", accepted: bool = True, minutes: int = 0):
-    return {
-        "run_id": run_id,
-        "name": "m",
-        "version": version,
-        "variant": "base",
-        "ref": f"m@{version}",
-        "config_key": "CPUExecutionProvider|b1|t1|c1",
-        "hardware_id": hardware,
-        "started_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes),
-        "accepted": accepted,
-        "stable": accepted,
-        "p50_ms": 1.0,
-        "p99_ms": 2.0,
-        "input_shapes": {"x": [1, 4]},
-        "samples": 100,
-    }
+def _run(
+    run_id: str, *, version: str = "1.0.0", hardware: str = "hw1", accepted: bool = True, minutes: int = 0
+) -> RunRow:
+    return RunRow(
+        run_id=run_id,
+        name="m",
+        version=version,
+        variant="base",
+        ref=f"m@{version}",
+        config_key="CPUExecutionProvider|b1|t1|c1",
+        hardware_id=hardware,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes),
+        accepted=accepted,
+        stable=accepted,
+        p50_ms=1.0,
+        p99_ms=2.0,
+        input_shapes={"x": [1, 4]},
+        samples=100,
+    )
 
 
 def _samples(n: int = 100, seed: int = 0) -> SampleBatch:
@@ -59,9 +63,11 @@ def test_run_insert_is_idempotent_and_keeps_every_sample(hist: History) -> None:
     assert not hist.insert_run(_run("r1"), _samples(250, seed=1))  # redelivered: nothing added
     assert hist.samples("r1").size == 250
     assert hist.con.execute("SELECT count(*) FROM benchmark_runs").fetchone() == (1,)
-    stored = hist.run("r1")
-    assert stored is not None and stored["input_shapes"] == '{"x": [1, 4]}'
-    assert stored["started_at"] == datetime(2026, 1, 1)  # stored as naive UTC
+    stored = hist.con.execute("SELECT input_shapes, started_at FROM benchmark_runs WHERE run_id = 'r1'").fetchone()
+    assert stored is not None and stored[0] == '{"x": [1, 4]}'
+    assert stored[1] == datetime(2026, 1, 1)  # stored as naive UTC
+    run = hist.run("r1")
+    assert run is not None and run.input_shapes == {"x": [1, 4]}
 
 
 def test_baseline_same_version_then_previous_version(hist: History) -> None:
@@ -72,10 +78,10 @@ def test_baseline_same_version_then_previous_version(hist: History) -> None:
     hist.insert_run(_run("v09", version="0.9.0", minutes=3), _samples())
     hist.insert_run(_run("other-hw", version="1.0.0", minutes=4, hardware="hw2"), _samples())
     # Same version: the latest accepted run on the same hardware.
-    assert hist.find_baseline(version="1.0.0", exclude_run_id="new", **key)["run_id"] == "v1b"
+    assert hist.find_baseline(version="1.0.0", exclude_run_id="new", **key).run_id == "v1b"
     # A new version without runs: the newest earlier version's latest accepted run.
-    assert hist.find_baseline(version="1.1.0", exclude_run_id="new", **key)["run_id"] == "v1b"
-    assert hist.find_baseline(version="0.9.5", exclude_run_id="new", **key)["run_id"] == "v09"
+    assert hist.find_baseline(version="1.1.0", exclude_run_id="new", **key).run_id == "v1b"
+    assert hist.find_baseline(version="0.9.5", exclude_run_id="new", **key).run_id == "v09"
     assert hist.find_baseline(version="0.1.0", exclude_run_id="new", **key) is None
     assert hist.find_baseline(version="1.0.0", exclude_run_id="new", **{**key, "hardware_id": "hw3"}) is None
 
@@ -123,8 +129,8 @@ def test_production_batches_are_deduplicated(hist: History) -> None:
 
 
 def test_event_rows_are_deduplicated(hist: History) -> None:
-    row = {"event_id": "e1", "type": "validated", "name": "m", "version": "1.0.0", "variant": "base",
-           "accuracy": 0.9, "failed_criteria": ["accuracy"], "occurred_at": datetime.now(UTC)}  # fmt: skip
+    row = ValidationRow(event_id="e1", type="validated", name="m", version="1.0.0", variant="base",
+                        accuracy=0.9, failed_criteria=["accuracy"], occurred_at=datetime.now(UTC))  # fmt: skip
     assert hist.insert_event_row("validations", row)
     assert not hist.insert_event_row("validations", row)
     assert hist.latest_accuracy("m", "1.0.0", "base") == pytest.approx(0.9)
@@ -241,8 +247,10 @@ def test_documented_queries_run_through_the_guard(hist: History) -> None:
 
     from tests.support.services import REPO
 
-    hist.insert_run({**_run("a"), "status": "no_baseline", "size_bytes": 10}, _samples())
-    hist.insert_run({**_run("b", minutes=10), "status": "regression", "baseline_run_id": "a"}, _samples())
+    hist.insert_run(msgspec.structs.replace(_run("a"), status="no_baseline", size_bytes=10), _samples())
+    hist.insert_run(
+        msgspec.structs.replace(_run("b", minutes=10), status="regression", baseline_run_id="a"), _samples()
+    )
     text = (REPO / "docs" / "history.md").read_text()
     blocks = re.findall(r"```sql\n(.*?)```", text, re.S)
     assert len(blocks) >= 4

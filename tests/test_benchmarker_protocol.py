@@ -17,6 +17,7 @@ from services.benchmarker.protocol import (
     prepare_inputs,
     resolve_shape,
 )
+from services.benchmarker.rows import RunRow
 from services.benchmarker.runners import (
     CPU,
     CUDA,
@@ -182,25 +183,26 @@ def test_trend_report_finds_slope_and_change_point() -> None:
     for i in range(20):
         level = 1.0 if i < 12 else 1.4
         rows.append(
-            {
-                "run_id": f"r{i}",
-                "ref": "m@1.0.0" if i < 12 else "m@1.1.0",
-                "version": "1.0.0" if i < 12 else "1.1.0",
-                "variant": "base",
-                "config_key": "CPUExecutionProvider|b1|t1|c1",
-                "hardware_id": "hw",
-                "started_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=i),
-                "p50_ms": level * (1 + rng.normal(0, 0.01)),
-                "p99_ms": 2.0,
-                "p90_ms": 1.5,
-                "throughput_ips": 1000.0,
-                "samples": 100,
-                "stable": True,
-            }
+            RunRow(
+                name="m",
+                run_id=f"r{i}",
+                ref="m@1.0.0" if i < 12 else "m@1.1.0",
+                version="1.0.0" if i < 12 else "1.1.0",
+                variant="base",
+                config_key="CPUExecutionProvider|b1|t1|c1",
+                hardware_id="hw",
+                started_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=i),
+                p50_ms=level * (1 + rng.normal(0, 0.01)),
+                p99_ms=2.0,
+                p90_ms=1.5,
+                throughput_ips=1000.0,
+                samples=100,
+                stable=True,
+            )
         )
     report = analysis.trend_report("m", "p50_ms", list(reversed(rows)))
     assert [p.run_id for p in report.points] == [f"r{i}" for i in range(20)]
-    assert report.values[0] == pytest.approx(rows[0]["p50_ms"])
+    assert report.values[0] == pytest.approx(rows[0].p50_ms)
     assert report.direction == "rising" and report.slope_low > 0
     assert [(c.index, c.version) for c in report.change_points] == [(12, "1.1.0")]
     flat = analysis.trend_report("m", "p90_ms", rows)

@@ -15,6 +15,7 @@ import pytest
 
 from shared.bus import Bus, PermissionDenied
 from shared.config import Settings
+from shared.contracts import subjects
 from shared.contracts.registry import ModelRegistered
 from shared.embedded import EmbeddedCluster
 from shared.errors import InferlabError
@@ -88,6 +89,7 @@ async def test_two_replicas_per_service_survive_losing_a_nats_node_and_a_replica
                 tolerate=(InferlabError,),
             )
         except AssertionError:
+            print(await where_each_model_stopped(client, names))
             print(fleet.logs())
             raise
         await asyncio.sleep(1.0)
@@ -116,6 +118,22 @@ async def test_two_replicas_per_service_survive_losing_a_nats_node_and_a_replica
     finally:
         fleet.stop()
         await bus.close()
+
+
+async def where_each_model_stopped(client: Client, names: list[str]) -> str:
+    """Per model, the facts each step stored, and every failure and dead letter: what a failed
+    run needs to say where the chain stopped."""
+    lines = []
+    for name in names:
+        facts = []
+        for step in ("registered", "converted", "conversion_failed", "benchmarked", "benchmark_failed", "validated"):
+            events = await stored(client, getattr(subjects, step)(name))
+            variants = sorted(str(getattr(e.message, "variant", "?")) for e in events if e.message)
+            facts.append(f"{step}={variants}")
+        lines.append(f"{name}: " + " ".join(facts))
+    for letter in await stored(client, "deadletter.>"):
+        lines.append(f"dead letter on {letter.subject}: {str(letter.message)[:400]}")
+    return "\n".join(lines)
 
 
 async def test_the_shipped_cluster_config_forms_a_cluster_with_the_platform_permissions(

@@ -42,7 +42,7 @@ def test_fixed_leading_dimension_and_requested_shapes() -> None:
 def test_unsupported_inputs_give_precise_reasons() -> None:
     with pytest.raises(InputError, match="not a tensor") as err:
         synthetic_inputs([TensorSpec(name="m", dtype="map(int64,float32)")], samples=4)
-    assert err.value.reason == "unsupported_model"
+    assert err.value.code == "unsupported_model"
     with pytest.raises(InputError, match="declares no shape"):
         synthetic_inputs([TensorSpec(name="x", dtype="float32", shape=None)], samples=4)
     text = synthetic_inputs([TensorSpec(name="t", dtype="str", shape=["batch"])], samples=4)

@@ -13,9 +13,10 @@ import numpy as np
 import onnx
 import pytest
 
+from services.converter.errors import ConversionFailure, InvalidOptions, UnknownProfile
 from services.converter.inputs import dataset_inputs, synthetic_inputs
-from services.converter.pipeline import ConversionFailure, DataPlan, ProfileRun, References, run_profile
-from services.converter.profiles import InvalidOptions, UnknownProfile, get_profile
+from services.converter.pipeline import DataPlan, ProfileRun, References, run_profile
+from services.converter.profiles import get_profile
 from services.converter.profiles.base import normalize_opset_imports
 from services.converter.profiles.tensorrt import TensorRTEngine, profile_shapes
 from shared.contracts.conversion import Tolerance
@@ -154,7 +155,7 @@ def test_int8_static_with_request_calibration_checks_on_dataset(models, tmp_path
 def test_int8_static_without_calibration_data_needs_it(models, tmp_path: Path) -> None:
     with pytest.raises(ConversionFailure) as err:
         convert(models["mlp"], "int8-static", tmp_path)
-    assert err.value.reason == "needs_calibration_data"
+    assert err.value.code == "needs_calibration_data"
     assert "calibration" in err.value.message
 
 
@@ -162,7 +163,7 @@ def test_impossible_tolerance_fails_parity_with_report(models, tmp_path: Path) -
     with pytest.raises(ConversionFailure) as err:
         convert(models["skl_classifier"], "fp16", tmp_path, tolerance=Tolerance(atol=0.0, rtol=0.0))
     failure = err.value
-    assert failure.reason == "parity_failed"
+    assert failure.code == "parity_failed"
     assert failure.report is not None and failure.report.parity is not None and not failure.report.parity.passed
     probs = next(o for o in failure.report.parity.outputs if o.name == "probabilities")
     assert "atol/rtol" in probs.failed and probs.tolerance.atol == 0.0
@@ -174,7 +175,7 @@ def test_impossible_tolerance_fails_parity_with_report(models, tmp_path: Path) -
 def test_single_ml_operator_models_are_not_applicable(models, tmp_path: Path, name: str, profile_id: str) -> None:
     with pytest.raises(ConversionFailure) as err:
         convert(models[name], profile_id, tmp_path)
-    assert err.value.reason == "not_applicable" and err.value.skipped
+    assert err.value.code == "not_applicable" and err.value.skipped
     assert "ai.onnx.ml" in err.value.message or "float32" in err.value.message
 
 
@@ -229,7 +230,7 @@ def test_ort_opt_level_is_recorded(models, tmp_path: Path) -> None:
 def test_opset_already_current_is_not_applicable(models, tmp_path: Path) -> None:
     with pytest.raises(ConversionFailure) as err:
         convert(models["mlp"], "opset-17", tmp_path)
-    assert err.value.reason == "not_applicable" and "already uses ai.onnx opset 17" in err.value.message
+    assert err.value.code == "not_applicable" and "already uses ai.onnx opset 17" in err.value.message
 
 
 def test_tensorrt_profile_shapes() -> None:
@@ -247,7 +248,7 @@ def test_tensorrt_unavailable_without_gpu(models, tmp_path: Path) -> None:
         assert TensorRTEngine(precision).availability()
     with pytest.raises(ConversionFailure) as err:
         convert(models["mlp"], "trt-fp16", tmp_path)
-    assert err.value.reason == "unavailable_on_host" and err.value.skipped
+    assert err.value.code == "unavailable_on_host" and err.value.skipped
 
 
 @pytest.mark.gpu
@@ -352,7 +353,7 @@ def test_an_already_quantised_graph_is_not_applicable(tmp_path: Path, profile_id
     first = convert(Model(source), "int8-dynamic", tmp_path / "first")
     with pytest.raises(ConversionFailure) as err:
         convert(Model(first.path), profile_id, tmp_path / "second")
-    assert err.value.reason == "not_applicable" and err.value.skipped
+    assert err.value.code == "not_applicable" and err.value.skipped
     assert "already quantised" in err.value.message
 
 
@@ -403,7 +404,7 @@ def test_weights_generated_at_load_time_are_not_stored_by_any_profile(tmp_path: 
     assert "constant folding disabled" in outcome.report.details["notes"][0]
     with pytest.raises(ConversionFailure) as err:
         convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=8)
-    assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message
+    assert err.value.code == "not_applicable" and "generates its weights at load time" in err.value.message
 
 
 @pytest.mark.parametrize("profile_id", ["int8-dynamic", "int8-static"])
@@ -426,7 +427,7 @@ def test_weights_generated_at_load_time_past_a_megabyte_are_not_stored(tmp_path:
     assert outcome.report.size_after_bytes < 64 * 1024, outcome.report.size_after_bytes
     with pytest.raises(ConversionFailure) as err:
         convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=4)
-    assert err.value.reason == "not_applicable" and "generates its weights at load time" in err.value.message
+    assert err.value.code == "not_applicable" and "generates its weights at load time" in err.value.message
 
 
 def _branches_read_the_input(path: Path) -> Path:

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from services.benchmarker.service import AlertRow
-from services.registry.service import verify_untrusted
-from services.registry.verify import VerificationError, verify_model
+from services.registry.errors import VerificationError
+from services.registry.verify import verify_model, verify_untrusted
 from shared.contracts.base import decode, encode
 from shared.contracts.catalogue import CATALOGUE
 from shared.contracts.registry import RejectionReason

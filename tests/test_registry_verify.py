@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from services.registry.verify import VerificationError, check_external_paths, verify_model
+from services.registry.errors import VerificationError
+from services.registry.verify import check_external_paths, verify_model
 from shared.contracts.registry import RejectionReason
 from tests.support.models import digits_classifier, external_data_model, mlp
 

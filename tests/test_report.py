@@ -15,6 +15,7 @@ import pytest
 from rich.console import Console
 
 from services.benchmarker.analysis import trend_report
+from services.benchmarker.rows import RunRow
 from shared.clients.conversion import LineageNode
 from shared.contracts.conversion import ConversionReport, OutputParity, ParityReport, Tolerance
 from shared.contracts.registry import ModelRecord
@@ -148,23 +149,24 @@ def _report() -> ModelReport:
     for i in range(10):
         p50 = 1.0 if i < 5 else 2.0
         rows.append(
-            {
-                "run_id": f"r{i}",
-                "ref": f"digits@1.{0 if i < 5 else 1}.0",
-                "version": f"1.{0 if i < 5 else 1}.0",
-                "variant": "base",
-                "config_key": "CPUExecutionProvider|b1|t1|c1",
-                "hardware_id": "h1",
-                "started_at": start + timedelta(hours=i),
-                "p50_ms": p50 * (1 + 0.01 * (i % 2)),
-                "p99_ms": p50 * 2,
-                "throughput_ips": 1000 / p50,
-                "samples": 500,
-                "stable": True,
-                "status": "regression" if i == 5 else "no_change",
-                "median_ratio": 2.0 if i == 5 else 1.0,
-                "p_value": 0.001,
-            }
+            RunRow(
+                name="digits",
+                run_id=f"r{i}",
+                ref=f"digits@1.{0 if i < 5 else 1}.0",
+                version=f"1.{0 if i < 5 else 1}.0",
+                variant="base",
+                config_key="CPUExecutionProvider|b1|t1|c1",
+                hardware_id="h1",
+                started_at=start + timedelta(hours=i),
+                p50_ms=p50 * (1 + 0.01 * (i % 2)),
+                p99_ms=p50 * 2,
+                throughput_ips=1000 / p50,
+                samples=500,
+                stable=True,
+                status="regression" if i == 5 else "no_change",
+                median_ratio=2.0 if i == 5 else 1.0,
+                p_value=0.001,
+            )
         )
     trend = trend_report("digits", "p50_ms", rows)
     assert trend.change_points, "the benchmarker's analysis finds the step"

@@ -12,11 +12,10 @@ import pytest
 from scipy.stats import binom
 
 from services.validator import fairness, parity, robustness
+from services.validator.errors import ModelLoadError, OutputError
 from services.validator.metrics import encode
 from services.validator.runner import (
     DETECTION_ADAPTERS,
-    ModelLoadError,
-    OutputError,
     Runner,
     interpret_classifier,
     interpret_detections,

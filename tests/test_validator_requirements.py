@@ -10,6 +10,7 @@ import pytest
 
 from services.validator import readiness
 from services.validator import requirements as rq
+from services.validator.errors import PolicyError
 from shared.contracts.validation import Requirement, parse_requirement
 
 
@@ -108,13 +109,13 @@ def test_policy_files_fail_precisely(tmp_path: Path) -> None:
     assert rq.load_policy(tmp_path, "nothing") is None
     assert rq.load_policy(tmp_path, "../etc/passwd") is None  # not a model name: never a path
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(rq.PolicyError, match=r"broken\.json"):
+    with pytest.raises(PolicyError, match=r"broken\.json"):
         rq.load_policy(tmp_path, "broken")
     (tmp_path / "odd.json").write_text(json.dumps({"requirement": ["accuracy>=1"]}))
-    with pytest.raises(rq.PolicyError, match="unknown keys"):
+    with pytest.raises(PolicyError, match="unknown keys"):
         rq.load_policy(tmp_path, "odd")
     (tmp_path / "typo.toml").write_text('requirements = ["acuracy>=0.9"]\n')
-    with pytest.raises(rq.PolicyError, match="unknown metric 'acuracy'"):
+    with pytest.raises(PolicyError, match="unknown metric 'acuracy'"):
         rq.load_policy(tmp_path, "typo")
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from services.registry.service import RegistryService
-from services.validator.service import Job, ValidatorService
+from services.validator.jobs import Job
+from services.validator.service import ValidatorService
 from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.alerts import ValidationFailedAlert

@@ -11,9 +11,10 @@ import pytest
 
 from services.validator import metrics as m
 from services.validator import requirements as rq
+from services.validator.errors import OptionsError, UnknownCheck
+from services.validator.outcomes import fit_report
 from services.validator.runner import Runner
-from services.validator.service import fit_report
-from services.validator.suite import OptionsError, SuiteConfig, SuiteInput, UnknownCheck, headline_accuracy, run_suite
+from services.validator.suite import SuiteConfig, SuiteInput, headline_accuracy, run_suite
 from shared.contracts.base import encode
 from shared.contracts.validation import CheckOutcome, ModelValidated, ValidationReport, parse_requirement
 from shared.datasets import load_dataset

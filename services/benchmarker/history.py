@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import numpy as np
 import pyarrow as pa
 
+from services.benchmarker.rows import AlertEntry, EventRow, RunRow, from_columns
 from shared.contracts.identity import version_key
 
 SCHEMA_VERSION = 1
@@ -450,13 +452,10 @@ class History:
 
     # --- benchmark runs -------------------------------------------------------------------
 
-    def has_run(self, run_id: str) -> bool:
-        return self.con.execute("SELECT 1 FROM benchmark_runs WHERE run_id = ?", [run_id]).fetchone() is not None
-
-    def insert_run(self, row: dict[str, Any], samples: SampleBatch) -> bool:
+    def insert_run(self, row: RunRow, samples: SampleBatch) -> bool:
         """Store one run and its raw samples in one transaction. Returns False (and writes
         nothing) when the run id is already stored: redelivered work is not duplicated."""
-        values = [_sql_value(row.get(col)) for col in RUN_COLUMNS]
+        values = [_sql_value(getattr(row, col)) for col in RUN_COLUMNS]
         n = int(samples.latency_ns.size)
         table = pa.table(
             {
@@ -470,12 +469,12 @@ class History:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            if con.execute("SELECT 1 FROM benchmark_runs WHERE run_id = ?", [row["run_id"]]).fetchone():
+            if con.execute("SELECT 1 FROM benchmark_runs WHERE run_id = ?", [row.run_id]).fetchone():
                 con.execute("ROLLBACK")
                 return False
             placeholders = ", ".join("?" for _ in RUN_COLUMNS)
             con.execute(f"INSERT INTO benchmark_runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})", values)
-            self._append_samples(row["run_id"], table)
+            self._append_samples(row.run_id, table)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -493,22 +492,8 @@ class History:
         finally:
             self.con.unregister("_incoming_samples")
 
-    def bulk_insert_samples(self, run_id: str, latency_ns: np.ndarray) -> None:
-        """Append raw samples of an existing run id (bulk loads, benchmarks of the schema)."""
-        n = int(latency_ns.size)
-        table = pa.table(
-            {
-                "seq": pa.array(np.arange(n, dtype=np.int32)),
-                "window_index": pa.array(np.zeros(n, dtype=np.int16)),
-                "thread_index": pa.array(np.zeros(n, dtype=np.int16)),
-                "offset_ns": pa.array(np.zeros(n, dtype=np.int64)),
-                "latency_ns": pa.array(np.ascontiguousarray(latency_ns, dtype=np.int64)),
-            }
-        )
-        self._append_samples(run_id, table)
-
-    def run(self, run_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM benchmark_runs WHERE run_id = ?", [run_id])
+    def run(self, run_id: str) -> RunRow | None:
+        return self._one_run("SELECT * FROM benchmark_runs WHERE run_id = ?", [run_id])
 
     def samples(self, run_id: str) -> np.ndarray:
         result = self.con.execute("SELECT latency_ns FROM latency_samples WHERE run_id = ?", [run_id]).fetchnumpy()
@@ -516,7 +501,7 @@ class History:
 
     def find_baseline(
         self, *, name: str, version: str, variant: str, config_key: str, hardware_id: str, exclude_run_id: str = ""
-    ) -> dict[str, Any] | None:
+    ) -> RunRow | None:
         """The latest accepted run of the same name, version, variant and configuration on the
         same hardware; else the latest accepted run of the newest earlier version."""
         where = (
@@ -524,7 +509,7 @@ class History:
             " AND version = ?"
         )
         params = [name, variant, config_key, hardware_id, exclude_run_id]
-        same = self._one(
+        same = self._one_run(
             f"SELECT * FROM benchmark_runs WHERE {where} ORDER BY started_at DESC, run_id DESC LIMIT 1",
             [*params, version],
         )
@@ -546,7 +531,7 @@ class History:
         if not earlier:
             return None
         previous = max(earlier, key=version_key)
-        return self._one(
+        return self._one_run(
             f"SELECT * FROM benchmark_runs WHERE {where} ORDER BY started_at DESC, run_id DESC LIMIT 1",
             [*params, previous],
         )
@@ -561,7 +546,7 @@ class History:
         hardware_id: str | None = None,
         limit: int = 1000,
         accepted_only: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunRow]:
         """Runs of a model, newest first."""
         clauses, params = ["name = ?"], [name]
         for column, value in (
@@ -575,10 +560,11 @@ class History:
                 params.append(value)
         if accepted_only:
             clauses.append("accepted")
-        return self._all(
+        rows = self._all(
             f"SELECT * FROM benchmark_runs WHERE {' AND '.join(clauses)} ORDER BY started_at DESC, run_id DESC LIMIT ?",
             [*params, limit],
         )
+        return [from_columns(RunRow, r) for r in rows]
 
     def latest_accuracy(self, name: str, version: str, variant: str) -> float | None:
         row = self.con.execute(
@@ -590,18 +576,19 @@ class History:
 
     # --- events from other services --------------------------------------------------------
 
-    def insert_event_row(self, table: str, row: dict[str, Any]) -> bool:
+    def insert_event_row(self, table: str, row: EventRow) -> bool:
         """Insert one fact keyed by its event id; False when it was already stored."""
         if table not in ("alerts", "conversions", "validations", "benchmark_failures"):
             raise ValueError(f"not an event table: {table}")
-        columns = list(row)
+        values = msgspec.structs.asdict(row)
+        columns = list(values)
         placeholders = ", ".join("?" for _ in columns)
-        before = self._count_key(table, row["event_id"])
+        before = self._count_key(table, row.event_id)
         if before:
             return False
         self.con.execute(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
-            [_sql_value(row[c]) for c in columns],
+            [_sql_value(values[c]) for c in columns],
         )
         return True
 
@@ -700,16 +687,17 @@ class History:
         rows = self.con.execute(
             "SELECT DISTINCT name, version, variant, host FROM telemetry_batches WHERE received_at >= ?", [cutoff]
         ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def open_incidents(self) -> list[dict[str, Any]]:
+    def open_incidents(self) -> list[AlertEntry]:
         """Anomaly incidents whose latest alert is ``opened`` (to resume them after a restart)."""
-        return self._all(
+        rows = self._all(
             "SELECT * FROM alerts WHERE type = 'alert.performance.anomaly' "
             "QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY occurred_at DESC, state DESC) = 1 "
             "AND state = 'opened'",
             [],
         )
+        return [from_columns(AlertEntry, r) for r in rows]
 
     # --- export -------------------------------------------------------------------------------
 
@@ -733,9 +721,9 @@ class History:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _one(self, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    def _one_run(self, sql: str, params: list[Any]) -> RunRow | None:
         rows = self._all(sql, params)
-        return rows[0] if rows else None
+        return from_columns(RunRow, rows[0]) if rows else None
 
     def _all(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
         cursor = self.con.execute(sql, params)

@@ -490,7 +490,8 @@ def measure_isolated(
         outcome = pickle.loads(result_path.read_bytes())
     if isinstance(outcome, BaseException):
         raise outcome
-    return outcome
+    measurement: Measurement = outcome  # the child pickles a Measurement or the exception it raised
+    return measurement
 
 
 _REPO = Path(__file__).resolve().parents[2]

@@ -234,7 +234,7 @@ class _Cuda:
         except ImportError:
             pass
         try:
-            from cuda import cudart  # type: ignore[no-redef]
+            from cuda import cudart  # type: ignore[no-redef,unused-ignore]  # used where cuda-python is installed
 
             return cls("cudart", cudart)
         except ImportError:

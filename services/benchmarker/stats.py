@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shared.contracts.benchmark import LatencySummary
+
 # scipy is imported inside the functions that need it: the measuring child process uses only
 # the stopping rule, and scipy would add tens of megabytes to the memory it reports.
 
@@ -26,29 +28,12 @@ RESAMPLE_BUDGET = 8_000_000
 TUKEY_K = 1.5
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Descriptive statistics of one run's latencies, in milliseconds."""
-
-    samples: int
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    cv: float
-    min_ms: float
-    max_ms: float
-    p50_ci_ms: tuple[float, float]
-    p99_ci_ms: tuple[float, float]
-    outliers: int
-
-
-def summarize(latencies_ns: np.ndarray, *, seed: int = 0, n_resamples: int = 2000, confidence: float = 0.95) -> Summary:
-    """Percentiles (numpy's linear interpolation), mean, sample std (ddof=1), coefficient of
-    variation, seeded bootstrap confidence intervals of the median and the p99, and the
-    Tukey outlier count."""
+def summarize(
+    latencies_ns: np.ndarray, *, seed: int = 0, n_resamples: int = 2000, confidence: float = 0.95
+) -> LatencySummary:
+    """Descriptive statistics of one run's latencies, in milliseconds: percentiles (numpy's
+    linear interpolation), mean, sample std (ddof=1), coefficient of variation, seeded
+    bootstrap confidence intervals of the median and the p99, and the Tukey outlier count."""
     x = np.asarray(latencies_ns, dtype=np.float64) / NS_PER_MS
     n = int(x.size)
     if n == 0:
@@ -56,7 +41,7 @@ def summarize(latencies_ns: np.ndarray, *, seed: int = 0, n_resamples: int = 200
     p50, p90, p95, p99 = np.percentile(x, [50, 90, 95, 99])
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if n > 1 else 0.0
-    return Summary(
+    return LatencySummary(
         samples=n,
         p50_ms=float(p50),
         p90_ms=float(p90),

@@ -1,6 +1,7 @@
 """The converter's input sets now come from the one resolver shared by every service
 (shared/inputs.py); this module keeps the old import path for the profiles."""
 
+from shared.errors import InputError
 from shared.inputs import (
     CALIBRATION,
     DATASET,
@@ -8,7 +9,6 @@ from shared.inputs import (
     DEFAULT_DIM,
     MAX_RUNS,
     SYNTHETIC,
-    InputError,
     InputSet,
     dataset_inputs,
     numpy_dtype,

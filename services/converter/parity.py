@@ -150,6 +150,35 @@ def compare_output(
         failed.append("nan_or_inf")
     both = finite_a & finite_b
     a_f, b_f = a[both], b[both]
+    _measure(result, ref, got, a_f, b_f, integer=integer, classifier=classifier)
+    scores = (ref, got) if not integer and is_classifier_scores(ref) else None
+    failed += _tolerance_failures(result, tolerance, a_f, b_f, integer=integer, notes=notes, scores=scores)
+    if labels is not None:
+        before, after = task_metric(ref, labels), task_metric(got, labels)
+        if before is not None and after is not None:
+            result.metric, result.metric_source = before
+            result.metric_variant = after[1]
+            if tolerance.max_metric_drop is not None and _metric_dropped(
+                before[0], before[1], after[1], tolerance.max_metric_drop
+            ):
+                failed.append("max_metric_drop")
+    result.failed = failed
+    result.passed = not failed
+    result.note = "; ".join(notes)
+    return result
+
+
+def _measure(
+    result: OutputParity,
+    ref: np.ndarray,
+    got: np.ndarray,
+    a_f: np.ndarray,
+    b_f: np.ndarray,
+    *,
+    integer: bool,
+    classifier: bool,
+) -> None:
+    """The error figures of one output (its finite elements ``a_f`` / ``b_f``), into ``result``."""
     if a_f.size:
         diff = np.abs(b_f - a_f)
         result.max_abs_error = float(diff.max())
@@ -167,6 +196,20 @@ def compare_output(
     elif classifier and is_classifier_scores(ref):
         result.top1_agreement = float(np.mean(np.argmax(ref, axis=1) == np.argmax(got, axis=1)))
 
+
+def _tolerance_failures(
+    result: OutputParity,
+    tolerance: Tolerance,
+    a_f: np.ndarray,
+    b_f: np.ndarray,
+    *,
+    integer: bool,
+    notes: list[str],
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[str]:
+    """The tolerance criteria the measured figures break (notes say why one was not judged).
+    ``scores``: the source's and variant's classifier scores, for telling top-1 ties apart."""
+    failed: list[str] = []
     elementwise = tolerance.atol is not None or tolerance.rtol is not None
     if integer and result.top1_agreement is not None and tolerance.min_top1_agreement is not None:
         # Labels of a reduced-precision model are judged by agreement, not exact equality.
@@ -185,24 +228,12 @@ def compare_output(
         else:
             failed.append("min_cosine")
     if tolerance.min_top1_agreement is not None and top1 is not None and top1 < tolerance.min_top1_agreement:
-        judged, tie_note = _top1_beyond_ties(ref, got, tolerance) if not integer else (top1, "")
+        judged, tie_note = _top1_beyond_ties(*scores, tolerance) if scores is not None else (top1, "")
         if tie_note:
             notes.append(tie_note)
         if judged < tolerance.min_top1_agreement:
             failed.append("min_top1_agreement")
-    if labels is not None:
-        before, after = task_metric(ref, labels), task_metric(got, labels)
-        if before is not None and after is not None:
-            result.metric, result.metric_source = before
-            result.metric_variant = after[1]
-            if tolerance.max_metric_drop is not None and _metric_dropped(
-                before[0], before[1], after[1], tolerance.max_metric_drop
-            ):
-                failed.append("max_metric_drop")
-    result.failed = failed
-    result.passed = not failed
-    result.note = "; ".join(notes)
-    return result
+    return failed
 
 
 def _top1_beyond_ties(ref: np.ndarray, got: np.ndarray, tolerance: Tolerance) -> tuple[float, str]:

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from services.converter import parity, tolerances
-from services.converter.inputs import InputError, InputSet
-from services.converter.profiles import Profile, ProfileError
-from services.converter.profiles.base import ConversionContext, Runner, RuntimeLoadError, first_line, release_memory
+from services.converter.errors import ConversionFailure, ProfileError, RuntimeLoadError
+from services.converter.inputs import InputSet
+from services.converter.profiles import Profile
+from services.converter.profiles.base import ConversionContext, Converted, Runner, first_line, release_memory
 from services.converter.profiles.normalize import normalize_source
 from shared import sandbox
 from shared.artifacts import sha256_file
 from shared.contracts.conversion import (
     REASON_CONVERSION_ERROR,
     REASON_NEEDS_CALIBRATION,
-    REASON_NOT_APPLICABLE,
     REASON_PARITY_FAILED,
-    REASON_UNAVAILABLE_ON_HOST,
     REASON_UNSUPPORTED_MODEL,
     ConversionReport,
     OutputParity,
@@ -38,22 +37,7 @@ from shared.contracts.conversion import (
     Tolerance,
 )
 from shared.contracts.registry import TensorSpec
-
-SKIP_REASONS = frozenset({REASON_NOT_APPLICABLE, REASON_UNAVAILABLE_ON_HOST})
-
-
-class ConversionFailure(Exception):
-    """A profile run that ends without a variant; ``skipped`` for not-applicable/unavailable."""
-
-    def __init__(self, reason: str, message: str, report: ConversionReport | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.report = report
-
-    @property
-    def skipped(self) -> bool:
-        return self.reason in SKIP_REASONS
+from shared.errors import InputError
 
 
 @dataclass
@@ -179,16 +163,13 @@ def is_classifier_task(task: str | None) -> bool:
     return task is None or "classif" in task.lower()
 
 
-def run_profile(run: ProfileRun) -> Outcome:
-    """Convert and check; raises ConversionFailure (with the report so far) when no variant
-    may be registered."""
-    started = time.perf_counter()
-    size_before = run.source.stat().st_size
-    report = ConversionReport(
+def new_report(run: ProfileRun) -> ConversionReport:
+    """The report of ``run`` before anything ran: what, from what, where, with which tools."""
+    return ConversionReport(
         profile=run.profile.id,
         source_ref=run.source_ref,
         source_sha256=run.source_sha256,
-        size_before_bytes=size_before,
+        size_before_bytes=run.source.stat().st_size,
         duration_s=0.0,
         options=run.options,
         host=socket.gethostname(),
@@ -198,28 +179,31 @@ def run_profile(run: ProfileRun) -> Outcome:
         tool_versions=run.profile.tool_versions(),
     )
 
-    def fail(reason: str, message: str) -> ConversionFailure:
-        report.duration_s = round(time.perf_counter() - started, 4)
-        return ConversionFailure(reason, message, report)
 
+def run_profile(run: ProfileRun) -> Outcome:
+    """Convert and check; raises ConversionFailure (with the report so far) when no variant
+    may be registered."""
+    started = time.perf_counter()
+    report = new_report(run)
     try:
-        check_set, calibration, data_note = run.data.for_profile(run.profile.needs_calibration)
-    except InputError as exc:
-        raise fail(exc.reason, exc.message) from exc
+        return _convert_and_check(run, report, started)
+    except (InputError, ProfileError, ConversionFailure) as exc:
+        if isinstance(exc, ConversionFailure) and exc.report is report:
+            raise  # parity failed: the report is complete
+        report.duration_s = round(time.perf_counter() - started, 4)
+        raise ConversionFailure(exc.code, exc.message, report) from exc
+
+
+def _convert_and_check(run: ProfileRun, report: ConversionReport, started: float) -> Outcome:
+    check_set, calibration, data_note = run.data.for_profile(run.profile.needs_calibration)
     # The source's outputs first: its session is closed before the conversion starts, so the
     # two never hold memory at the same time (peak memory stays that of the larger phase).
     referenced = time.perf_counter()
-    try:
-        references = run.references.get(check_set)
-    except ConversionFailure as exc:
-        raise fail(exc.reason, exc.message) from exc
+    references = run.references.get(check_set)
     reference_s = time.perf_counter() - referenced
     run.workdir.mkdir(parents=True, exist_ok=True)
     converting = time.perf_counter()
-    try:
-        source, normalized = normalize_source(run.source, run.workdir)
-    except ProfileError as exc:
-        raise fail(exc.reason, exc.message) from exc
+    source, normalized = normalize_source(run.source, run.workdir)
     context = ConversionContext(
         source=source,
         workdir=run.workdir,
@@ -234,8 +218,6 @@ def run_profile(run: ProfileRun) -> Outcome:
     sandbox.step(f"{run.profile.id} conversion")
     try:
         converted = run.profile.convert(context)
-    except ProfileError as exc:
-        raise fail(exc.reason, exc.message) from exc
     finally:
         release_memory()
     report.conversion_s = round(time.perf_counter() - converting, 4)
@@ -247,35 +229,59 @@ def run_profile(run: ProfileRun) -> Outcome:
 
     checked = time.perf_counter()
     sandbox.step(f"loading the {run.profile.id} variant")
-    try:
-        results = check_variant(run, converted.path, check_set, references)
-    except ConversionFailure as exc:
-        raise fail(exc.reason, exc.message) from exc
-    passed = all(r.passed for r in results)
+    results = check_variant(run, converted.path, check_set, references)
     notes = [data_note] if data_note else []
-    fallback = getattr(run.profile, "fallback", None)
-    if not passed and fallback is not None and context.sample is not None:
-        # e.g. fp16 -> mixed precision: keep the nodes that break parity in the source precision
-        try:
-            retried = fallback(context, converted, [r.name for r in results if not r.passed])
-            retried_results = check_variant(run, retried.path, check_set, references)
-        except (ProfileError, ConversionFailure) as exc:
-            notes.append(f"fallback not taken: {exc.message}")
-        else:
-            converted, results = retried, retried_results
-            passed = all(r.passed for r in results)
-        finally:
-            release_memory()
+    if not all(r.passed for r in results) and context.sample is not None:
+        converted, results = _try_fallback(run, context, converted, results, check_set, references, notes)
         report.details = converted.details
         report.size_after_bytes = converted.path.stat().st_size
-    compared = [r for r in results if r.compared]
-    if not compared:
+    report.parity = parity_report(results, check_set, calibration, notes)
+    report.parity_s = round(time.perf_counter() - checked + reference_s, 4)
+    report.variant_sha256 = sha256_file(converted.path)
+    report.duration_s = round(time.perf_counter() - started, 4)
+    if not report.parity.passed:
+        summary = parity.summarize(results) or "; ".join(notes)
+        raise ConversionFailure(REASON_PARITY_FAILED, f"{run.profile.id} breaks parity: {summary}", report)
+    return Outcome(report=report, path=converted.path, format=converted.format)
+
+
+def _try_fallback(
+    run: ProfileRun,
+    context: ConversionContext,
+    converted: Converted,
+    results: list[OutputParity],
+    check_set: InputSet,
+    references: dict[str, parity.Collected],
+    notes: list[str],
+) -> tuple[Converted, list[OutputParity]]:
+    """The profile's fallback for a variant that breaks parity (e.g. fp16 -> mixed precision:
+    keep the nodes that break parity in the source precision), when it has one."""
+    fallback = getattr(run.profile, "fallback", None)
+    if fallback is None:
+        return converted, results
+    try:
+        retried = fallback(context, converted, [r.name for r in results if not r.passed])
+        retried_results = check_variant(run, retried.path, check_set, references)
+    except (ProfileError, ConversionFailure) as exc:
+        notes.append(f"fallback not taken: {exc.message}")
+        return converted, results
+    finally:
+        release_memory()
+    return retried, retried_results
+
+
+def parity_report(
+    results: list[OutputParity], check_set: InputSet, calibration: InputSet | None, notes: list[str]
+) -> ParityReport:
+    """The parity verdict: every compared output within tolerance, and at least one compared."""
+    passed = all(r.passed for r in results)
+    if not any(r.compared for r in results):
         passed = False
         notes.append("no output could be compared")
     skipped = [r.name for r in results if not r.compared]
     if skipped:
         notes.append(f"not compared: {', '.join(skipped)}")
-    report.parity = ParityReport(
+    return ParityReport(
         passed=passed,
         input_source=check_set.source,
         samples=check_set.samples,
@@ -287,13 +293,6 @@ def run_profile(run: ProfileRun) -> Outcome:
         calibration_samples=calibration.samples if calibration is not None else 0,
         note="; ".join([check_set.note, *notes]).strip("; "),
     )
-    report.parity_s = round(time.perf_counter() - checked + reference_s, 4)
-    report.variant_sha256 = sha256_file(converted.path)
-    report.duration_s = round(time.perf_counter() - started, 4)
-    if not passed:
-        summary = parity.summarize(results) or "; ".join(notes)
-        raise ConversionFailure(REASON_PARITY_FAILED, f"{run.profile.id} breaks parity: {summary}", report)
-    return Outcome(report=report, path=converted.path, format=converted.format)
 
 
 def check_variant(
@@ -306,7 +305,7 @@ def check_variant(
     except RuntimeLoadError as exc:
         raise ConversionFailure(REASON_CONVERSION_ERROR, f"the {run.profile.id} variant does not load: {exc}") from exc
     except ProfileError as exc:
-        raise ConversionFailure(exc.reason, exc.message) from exc
+        raise ConversionFailure(exc.code, exc.message) from exc
     try:
         got = run_all(runner, check_set, who="variant")
     finally:

@@ -10,7 +10,7 @@ measured to be accurate and fast outranks one that is only small.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from services.registry.store import Index, Key
 from shared.contracts.identity import version_key
@@ -58,7 +58,7 @@ def matches(record: ModelRecord, aliases: list[str], f: ListModels) -> bool:
     return not f.any_of or any(matches(record, aliases, group) for group in f.any_of)
 
 
-def _sort_key(record: ModelRecord) -> tuple:
+def _sort_key(record: ModelRecord) -> tuple[object, ...]:
     return (record.name, version_key(record.version), record.variant != "base", record.variant)
 
 
@@ -89,7 +89,7 @@ def _check(signals: ModelSignals | None, req: FindModels) -> tuple[bool, list[st
     """(meets every known requirement, names of requirements whose figure is unknown)."""
     unknown: list[str] = []
     s = signals or ModelSignals()
-    checks = (
+    checks: tuple[tuple[str, float | None, float | None, Callable[[float, float], bool]], ...] = (
         ("max_p99_ms", req.max_p99_ms, s.p99_ms, lambda have, limit: have <= limit),
         ("min_accuracy", req.min_accuracy, s.accuracy, lambda have, limit: have >= limit),
         ("min_throughput_ips", req.min_throughput_ips, s.throughput_ips, lambda have, limit: have >= limit),

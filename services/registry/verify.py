@@ -1,5 +1,5 @@
 """Verifying an ONNX artifact and reading its metadata. Pure: a path in, facts or a precise
-``VerificationError`` out; no NATS.
+``VerificationError`` (services/registry/errors.py) out; no NATS.
 
 Order of checks, each with its own rejection reason: parse (``not_onnx``), external data
 confined to the model folder and present (``external_data_escape`` / ``external_data_missing``),
@@ -27,18 +27,12 @@ import onnx.shape_inference
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
+from services.registry.errors import VerificationError
 from shared.contracts.registry import ModelRecord, RejectionReason, TensorSpec
 from shared.onnxmeta import graph_inputs, graph_outputs, opsets, parameter_count
 
 # onnx cannot serialise a ModelProto over 2 GiB; bigger models must keep external data.
 PROTOBUF_LIMIT = (2 << 30) - 1
-
-
-class VerificationError(Exception):
-    def __init__(self, reason: RejectionReason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -250,3 +244,19 @@ def _first_line(exc: BaseException) -> str:
 
 def file_size(path: Path) -> int:
     return os.stat(path).st_size
+
+
+def verify_untrusted(path: Path, *, external_data_dir: Path | None, workdir: Path | None) -> ModelFacts:
+    """``verify_model``, with whatever a library raises on hostile bytes that this module does
+    not anticipate turned into a precise ``invalid_model`` rejection: otherwise the command would
+    be retried until dead-lettered and its sender would wait for an answer that never comes.
+    (OSError is left alone: a full disk is worth a retry.) The registry runs it in a sandbox."""
+    try:
+        return verify_model(path, external_data_dir=external_data_dir, workdir=workdir)
+    except VerificationError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, OverflowError,
+            RecursionError, MemoryError) as exc:  # fmt: skip
+        raise VerificationError(
+            RejectionReason.INVALID_MODEL, f"cannot verify the model: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None

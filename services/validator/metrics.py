@@ -121,7 +121,8 @@ def top_k_hits(y_true: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     true_scores = np.where(known, scores[np.arange(n), np.minimum(y_true, c - 1)], -np.inf)
     # rank = number of classes scoring strictly higher than the true class
     higher = (scores > true_scores[:, None]).sum(axis=1)
-    return known & (higher < k)
+    hits: np.ndarray = known & (higher < k)
+    return hits
 
 
 @dataclass(frozen=True)

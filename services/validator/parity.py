@@ -58,7 +58,8 @@ def tolerance_for(variant: str, overrides: dict[str, Any] | None = None) -> Tole
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown parity tolerance(s) {sorted(unknown)}; use {sorted(known)}")
-        tol = replace(tol, **{k: (None if v is None else float(v)) for k, v in overrides.items()})
+        limits: dict[str, Any] = {k: (None if v is None else float(v)) for k, v in overrides.items()}
+        tol = replace(tol, **limits)
     return tol
 
 

@@ -194,65 +194,89 @@ def _accurate_alternatives(ctx: Context, latency_limits: dict[str, float]) -> li
 
 def recommend(criteria: list[CriterionResult], ctx: Context) -> list[str]:
     """Concrete next steps, most important first."""
-    recs: list[str] = []
     failed = {c.metric: c for c in criteria if c.passed is False}
     passed = {c.metric: c for c in criteria if c.passed is True}
-    latency_limits = {c.metric: c.limit for c in criteria if c.metric in LATENCY_METRICS}
-
+    recs: list[str] = []
     if "structural" in failed and ctx.structural_problems:
         recs.append(f"fix the model before anything else: {ctx.structural_problems[0]}")
+    recs += _parity_advice(ctx, criteria, failed, passed)
+    recs += _latency_advice(ctx, failed)
+    recs += _quality_advice(ctx, failed)
+    recs += _finding_advice(ctx, failed)
+    for c in criteria:
+        if c.passed is None:
+            hint = (
+                "run the benchmarker (or publish model.benchmarked) first"
+                if c.metric in LATENCY_METRICS
+                else "give a labelled dataset (--dataset) with the arrays this check needs"
+            )
+            recs.append(f"{c.message}; {hint}")
+    if not recs and criteria and is_ready(criteria):
+        recs.append(f"ready: meets all {len(criteria)} requirements")
+    return recs
 
-    m = ctx.mcnemar
-    if m is not None and ctx.parent is not None:
-        drop = float(m["accuracy_drop_points"])
-        p = float(m["p_value"])
-        significant = p < ctx.alpha and drop > 0
-        if significant:
-            meets_latency = [k for k in latency_limits if k in passed]
-            alternatives = _accurate_alternatives(ctx, latency_limits)
-            prefer = (
-                f"prefer {alternatives[0].variant}"
-                if alternatives
-                else f"prefer {ctx.parent.variant} ({ctx.parent.ref})"
-                if "int8" not in ctx.variant
-                else "recalibrate (int8-static with more calibration data) or prefer "
-                f"{ctx.parent.variant} ({ctx.parent.ref})"
-            )
-            lead = (
-                f"{ctx.variant} meets the latency limit but loses"
-                if meets_latency and "p99_ms" in passed
-                else f"{ctx.variant} loses"
-            )
-            recs.append(f"{lead} {drop:.1f} points of accuracy, McNemar p={p:.2g}; {prefer}")
-        elif ctx.parity_problems and "parity" in failed:
-            recs.append(
-                f"{ctx.variant} differs from {ctx.parent.variant}: {ctx.parity_problems[0]}; if this precision "
-                "legitimately differs that much, relax the tolerance with options.parity"
-            )
-        else:
-            recs.append(
-                f"{ctx.variant} keeps {ctx.parent.variant}'s accuracy ({-drop:+.1f} points, McNemar p={p:.2g}, "
-                "not significant)"
-            )
-    elif ctx.parity_problems and "parity" in failed:
-        recs.append(f"parity with the parent fails: {ctx.parity_problems[0]}")
 
+def _parity_advice(
+    ctx: Context,
+    criteria: list[CriterionResult],
+    failed: dict[str, CriterionResult],
+    passed: dict[str, CriterionResult],
+) -> list[str]:
+    """A variant against its parent: a significant accuracy loss, a parity failure, or the
+    news that it keeps the parent's accuracy."""
+    mcnemar = ctx.mcnemar
+    if mcnemar is None or ctx.parent is None:
+        if ctx.parity_problems and "parity" in failed:
+            return [f"parity with the parent fails: {ctx.parity_problems[0]}"]
+        return []
+    drop = float(mcnemar["accuracy_drop_points"])
+    p = float(mcnemar["p_value"])
+    if p < ctx.alpha and drop > 0:
+        latency_limits = {c.metric: c.limit for c in criteria if c.metric in LATENCY_METRICS}
+        meets_latency = [k for k in latency_limits if k in passed]
+        alternatives = _accurate_alternatives(ctx, latency_limits)
+        prefer = (
+            f"prefer {alternatives[0].variant}"
+            if alternatives
+            else f"prefer {ctx.parent.variant} ({ctx.parent.ref})"
+            if "int8" not in ctx.variant
+            else "recalibrate (int8-static with more calibration data) or prefer "
+            f"{ctx.parent.variant} ({ctx.parent.ref})"
+        )
+        lead = (
+            f"{ctx.variant} meets the latency limit but loses"
+            if meets_latency and "p99_ms" in passed
+            else f"{ctx.variant} loses"
+        )
+        return [f"{lead} {drop:.1f} points of accuracy, McNemar p={p:.2g}; {prefer}"]
+    if ctx.parity_problems and "parity" in failed:
+        return [
+            f"{ctx.variant} differs from {ctx.parent.variant}: {ctx.parity_problems[0]}; if this precision "
+            "legitimately differs that much, relax the tolerance with options.parity"
+        ]
+    return [
+        f"{ctx.variant} keeps {ctx.parent.variant}'s accuracy ({-drop:+.1f} points, McNemar p={p:.2g}, not significant)"
+    ]
+
+
+def _latency_advice(ctx: Context, failed: dict[str, CriterionResult]) -> list[str]:
+    """A missed latency, throughput or memory limit: a related variant that meets it, else
+    what would help."""
+    recs: list[str] = []
     for metric in ("p99_ms", "p50_ms", "throughput_ips", "memory_mb"):
         c = failed.get(metric)
         if c is None or c.measured is None:
             continue
-        if metric in ("p99_ms", "throughput_ips"):
-            alternatives = _faster_alternatives(ctx, c.limit, metric)
-            if alternatives:
-                alt = alternatives[0]
-                figure = f"{_fmt('p99_ms', alt.p99_ms)} p99" if metric == "p99_ms" else f"{alt.throughput_ips:.1f}/s"
-                acc = f", accuracy {alt.accuracy:.4f}" if alt.accuracy is not None else ""
-                recs.append(
-                    f"{metric} {_fmt(metric, c.measured)} misses the limit {_fmt(metric, c.limit)}; "
-                    f"{alt.variant} measures {figure}{acc}: deploy {alt.ref}"
-                )
-                continue
-        if metric.endswith("_ms"):
+        alternatives = _faster_alternatives(ctx, c.limit, metric) if metric in ("p99_ms", "throughput_ips") else []
+        if alternatives:
+            alt = alternatives[0]
+            figure = f"{_fmt('p99_ms', alt.p99_ms)} p99" if metric == "p99_ms" else f"{alt.throughput_ips:.1f}/s"
+            acc = f", accuracy {alt.accuracy:.4f}" if alt.accuracy is not None else ""
+            recs.append(
+                f"{metric} {_fmt(metric, c.measured)} misses the limit {_fmt(metric, c.limit)}; "
+                f"{alt.variant} measures {figure}{acc}: deploy {alt.ref}"
+            )
+        elif metric.endswith("_ms"):
             over = 100.0 * (c.measured / c.limit - 1.0) if c.limit else float("inf")
             recs.append(
                 f"{metric} {_fmt(metric, c.measured)} is {over:.0f}% over the {_fmt(metric, c.limit)} limit: "
@@ -269,7 +293,12 @@ def recommend(criteria: list[CriterionResult], ctx: Context) -> list[str]:
                 f"peak memory {_fmt(metric, c.measured)} exceeds {_fmt(metric, c.limit)}: an int8 or fp16 variant "
                 "roughly halves or quarters the weights"
             )
+    return recs
 
+
+def _quality_advice(ctx: Context, failed: dict[str, CriterionResult]) -> list[str]:
+    """A missed quality limit, and whether the 95% interval says more data would tell."""
+    recs: list[str] = []
     for metric in QUALITY_METRICS + tuple(k for k in failed if k.startswith("top") and k.endswith("_accuracy")):
         c = failed.get(metric)
         if c is None or c.measured is None:
@@ -287,45 +316,35 @@ def recommend(criteria: list[CriterionResult], ctx: Context) -> list[str]:
         else:
             where = "retrain or relax the requirement"
         recs.append(f"{metric} {_fmt(metric, c.measured)} misses {c.op} {_fmt(metric, c.limit)}; {where}")
+    return recs
 
-    if ctx.fairness and any(
-        k in failed for k in ("fairness", "eo_difference", "dp_difference", "worst_group_accuracy")
-    ):
-        f = ctx.fairness
+
+def _finding_advice(ctx: Context, failed: dict[str, CriterionResult]) -> list[str]:
+    """What the fairness, noise and attack checks found, where a requirement on them failed."""
+    recs: list[str] = []
+    gaps = ctx.fairness
+    if gaps and any(k in failed for k in ("fairness", "eo_difference", "dp_difference", "worst_group_accuracy")):
         recs.append(
-            f"group {f['worst_group']!r} is disadvantaged: accuracy {f['worst_group_accuracy']:.3f} vs "
-            f"{f['best_group_accuracy']:.3f} for the best group (equalized-odds difference "
-            f"{f['eo_difference']:.3f}, p={f['p_value']:.2g}); collect or reweight training data for that group, "
-            "or calibrate per-group thresholds"
+            f"group {gaps['worst_group']!r} is disadvantaged: accuracy {gaps['worst_group_accuracy']:.3f} vs "
+            f"{gaps['best_group_accuracy']:.3f} for the best group (equalized-odds difference "
+            f"{gaps['eo_difference']:.3f}, p={gaps['p_value']:.2g}); collect or reweight training data for that "
+            "group, or calibrate per-group thresholds"
         )
-
-    if ctx.noise and any(k in failed for k in ("robust_accuracy", "noise_breakpoint")):
-        n = ctx.noise
+    noise = ctx.noise
+    if noise and any(k in failed for k in ("robust_accuracy", "noise_breakpoint")):
         where = (
-            f"accuracy falls by more than {100 * n['max_drop']:.0f} points at noise {n['breakpoint']:g}x std"
-            if n.get("breakpoint") is not None
-            else f"accuracy at noise {n['reference_strength']:g}x std is {n['robust_accuracy']:.3f}"
+            f"accuracy falls by more than {100 * noise['max_drop']:.0f} points at noise {noise['breakpoint']:g}x std"
+            if noise.get("breakpoint") is not None
+            else f"accuracy at noise {noise['reference_strength']:g}x std is {noise['robust_accuracy']:.3f}"
         )
         recs.append(f"{where}: train with noise augmentation or denoise inputs upstream")
-
-    if ctx.attack and "adversarial_accuracy" in failed:
-        a = ctx.attack
-        queries = a.get("queries_median_success")
+    attack = ctx.attack
+    if attack and "adversarial_accuracy" in failed:
+        queries = attack.get("queries_median_success")
         q = f" with a median of {queries:.0f} queries" if queries is not None else ""
         recs.append(
-            f"a black-box attack within epsilon {a['epsilon']:g} breaks {100 * a['success_rate']:.0f}% of correctly "
-            f"classified samples{q}: consider adversarial training, input quantisation or rate-limiting queries"
+            f"a black-box attack within epsilon {attack['epsilon']:g} breaks {100 * attack['success_rate']:.0f}% "
+            f"of correctly classified samples{q}: consider adversarial training, input quantisation or "
+            "rate-limiting queries"
         )
-
-    for c in criteria:
-        if c.passed is None:
-            hint = (
-                "run the benchmarker (or publish model.benchmarked) first"
-                if c.metric in LATENCY_METRICS
-                else "give a labelled dataset (--dataset) with the arrays this check needs"
-            )
-            recs.append(f"{c.message}; {hint}")
-
-    if not recs and criteria and is_ready(criteria):
-        recs.append(f"ready: meets all {len(criteria)} requirements")
     return recs

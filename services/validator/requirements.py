@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.validator.errors import PolicyError
 from shared.contracts.identity import is_valid_name
 from shared.contracts.validation import (
     METRIC_ALIASES,
@@ -39,7 +40,6 @@ from shared.contracts.validation import (
     canonical_metric,
     parse_requirement,
 )
-from shared.errors import InferlabError
 
 SOURCES = ("request", "metadata", "parent-metadata", "policy", "default-policy", "default")
 BUILTIN_DEFAULTS = (
@@ -62,10 +62,6 @@ __all__ = [
     "parse_requirements",
     "resolve",
 ]
-
-
-class PolicyError(InferlabError):
-    code = "invalid_policy"
 
 
 def higher_is_better(metric: str) -> bool:

@@ -146,7 +146,8 @@ def _margins(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     true = scores[np.arange(n), y]
     other = scores.copy()
     other[np.arange(n), y] = -np.inf
-    return true - other.max(axis=1)
+    margins: np.ndarray = true - other.max(axis=1)
+    return margins
 
 
 def _p_schedule(p_init: float, it: int, max_queries: int) -> float:
@@ -173,106 +174,159 @@ def square_attack(
     """Attack samples ``x`` (n, ...) with true class indices ``y``. ``epsilon`` is a fraction
     of ``value_range`` (the data's min and max, also the clip bounds)."""
     started = time.perf_counter()
-    deadline = started + time_budget_s
     rng = np.random.default_rng(seed)
     lo, hi = float(value_range[0]), float(value_range[1])
-    eps = float(epsilon) * (hi - lo)
-    n = len(x)
     x = np.asarray(x)
-    dtype = x.dtype
-    queries = np.ones(n, dtype=np.int64)
+    n = len(x)
     clean_scores = scores_fn(x, np.arange(n))
     clean_correct = clean_scores.argmax(axis=1) == y
-    broken = ~clean_correct  # already wrong: nothing to attack
-    margin = _margins(clean_scores, y)
-    sample_shape = x.shape[1:]
-    image = len(sample_shape) in (2, 3)
-    channels, height, width = (
-        (sample_shape[0], sample_shape[1], sample_shape[2])
-        if len(sample_shape) == 3
-        else (1, sample_shape[0], sample_shape[1])
-        if len(sample_shape) == 2
-        else (1, 1, int(np.prod(sample_shape)) if sample_shape else 1)
+    sample_shape = tuple(int(d) for d in x.shape[1:])
+    layout = _layout(sample_shape)
+    x_flat = x.reshape(n, *layout).astype(np.float64)
+    attack = _Attack(
+        scores_fn=scores_fn,
+        y=y,
+        x_flat=x_flat,
+        x_adv=x_flat.copy(),
+        margin=_margins(clean_scores, y),
+        broken=~clean_correct,  # already wrong: nothing to attack
+        queries=np.ones(n, dtype=np.int64),
+        eps=float(epsilon) * (hi - lo),
+        bounds=(lo, hi),
+        sample_shape=sample_shape,
+        dtype=x.dtype,
+        layout=layout,
     )
-    x_flat = x.reshape(n, channels, height, width).astype(np.float64)
-
-    def clip(candidate: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return np.clip(np.clip(candidate, x_flat[idx] - eps, x_flat[idx] + eps), lo, hi)
-
-    # Initialisation: a random vertex of the ball (vertical stripes for images).
-    x_adv = x_flat.copy()
-    active = np.flatnonzero(~broken)
-    stopped_by = "all_broken"
-    if len(active) and eps > 0:
-        if image:
-            stripes = rng.choice([-eps, eps], size=(len(active), channels, 1, width))
-            init = x_flat[active] + stripes
-        else:
-            init = x_flat[active] + rng.choice([-eps, eps], size=(len(active), channels, height, width))
-        init = clip(init, active)
-        scores = scores_fn(init.reshape(len(active), *sample_shape).astype(dtype), active)
-        queries[active] += 1
-        new_margin = _margins(scores, y[active])
-        better = new_margin < margin[active]
-        x_adv[active[better]] = init[better]
-        margin[active[better]] = new_margin[better]
-        broken[active] |= scores.argmax(axis=1) != y[active]
-    it = 1
-    while True:
-        active = np.flatnonzero(~broken & (queries < max_queries))
-        if len(active) == 0:
-            stopped_by = "all_broken" if broken[clean_correct].all() else "queries"
-            break
-        if time.perf_counter() > deadline:
-            stopped_by = "time"
-            break
-        if eps <= 0:
-            stopped_by = "queries"
-            break
-        p = _p_schedule(p_init, it, max_queries)
-        candidate = x_adv[active].copy()
-        if image:
-            side = max(1, min(height, width, round(np.sqrt(p * height * width))))
-            for k in range(len(active)):
-                r = rng.integers(0, height - side + 1)
-                c = rng.integers(0, width - side + 1)
-                signs = rng.choice([-eps, eps], size=(channels, 1, 1))
-                candidate[k, :, r : r + side, c : c + side] = x_flat[active[k], :, r : r + side, c : c + side] + signs
-        else:
-            features = channels * height * width
-            count = max(1, round(p * features))
-            flat_c = candidate.reshape(len(active), -1)
-            base = x_flat[active].reshape(len(active), -1)
-            # a random subset of ``count`` features per sample, all samples at once
-            idx = np.argpartition(rng.random((len(active), features)), count - 1, axis=1)[:, :count]
-            rows = np.arange(len(active))[:, None]
-            flat_c[rows, idx] = base[rows, idx] + rng.choice([-eps, eps], size=(len(active), count))
-            candidate = flat_c.reshape(candidate.shape)
-        candidate = clip(candidate, active)
-        scores = scores_fn(candidate.reshape(len(active), *sample_shape).astype(dtype), active)
-        queries[active] += 1
-        new_margin = _margins(scores, y[active])
-        better = new_margin < margin[active]
-        x_adv[active[better]] = candidate[better]
-        margin[active[better]] = new_margin[better]
-        broken[active] |= scores.argmax(axis=1) != y[active]
-        it += 1
-    succeeded = broken & clean_correct
-    success_queries = queries[succeeded]
-    perturbation = float(np.abs(x_adv - x_flat).max()) if n else 0.0
+    active = np.flatnonzero(~attack.broken)
+    if len(active) and attack.eps > 0:
+        attack.propose(_random_corner(attack, active, rng), active)
+    stopped_by = _search(attack, clean_correct, rng, max_queries, p_init, started + time_budget_s)
+    succeeded = attack.broken & clean_correct
+    success_queries = attack.queries[succeeded]
     return AttackResult(
         epsilon=float(epsilon),
-        epsilon_abs=eps,
+        epsilon_abs=attack.eps,
         samples=n,
         clean_accuracy=float(clean_correct.mean()) if n else float("nan"),
-        adversarial_accuracy=float((~broken).mean()) if n else float("nan"),
+        adversarial_accuracy=float((~attack.broken).mean()) if n else float("nan"),
         success_rate=float(succeeded.sum() / max(clean_correct.sum(), 1)),
-        queries_total=int(queries.sum()),
+        queries_total=int(attack.queries.sum()),
         queries_mean_success=float(success_queries.mean()) if success_queries.size else None,
         queries_median_success=float(np.median(success_queries)) if success_queries.size else None,
         max_queries=int(max_queries),
-        max_perturbation=perturbation,
+        max_perturbation=float(np.abs(attack.x_adv - x_flat).max()) if n else 0.0,
         elapsed_s=time.perf_counter() - started,
         stopped_by=stopped_by,
-        per_sample_queries=queries.tolist(),
+        per_sample_queries=attack.queries.tolist(),
     )
+
+
+@dataclass
+class _Attack:
+    """The attack's state over its samples, held as (n, channels, height, width) floats."""
+
+    scores_fn: ScoresFn
+    y: np.ndarray
+    x_flat: np.ndarray
+    x_adv: np.ndarray  # the best (lowest-margin) perturbed sample so far
+    margin: np.ndarray
+    broken: np.ndarray  # misclassified (clean or perturbed)
+    queries: np.ndarray
+    eps: float
+    bounds: tuple[float, float]
+    sample_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    layout: tuple[int, int, int]  # channels, height, width
+
+    @property
+    def image(self) -> bool:
+        return len(self.sample_shape) in (2, 3)
+
+    def propose(self, candidate: np.ndarray, active: np.ndarray) -> None:
+        """Query ``candidate`` for the ``active`` samples (clipped to the ball and the value
+        range); keep it where it lowers the margin."""
+        lo, hi = self.bounds
+        base = self.x_flat[active]
+        candidate = np.clip(np.clip(candidate, base - self.eps, base + self.eps), lo, hi)
+        scores = self.scores_fn(candidate.reshape(len(active), *self.sample_shape).astype(self.dtype), active)
+        self.queries[active] += 1
+        new_margin = _margins(scores, self.y[active])
+        better = new_margin < self.margin[active]
+        self.x_adv[active[better]] = candidate[better]
+        self.margin[active[better]] = new_margin[better]
+        self.broken[active] |= scores.argmax(axis=1) != self.y[active]
+
+
+def _layout(sample_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(channels, height, width): images as they are, anything else as one row of features."""
+    if len(sample_shape) == 3:
+        return sample_shape[0], sample_shape[1], sample_shape[2]
+    if len(sample_shape) == 2:
+        return 1, sample_shape[0], sample_shape[1]
+    return 1, 1, int(np.prod(sample_shape)) if sample_shape else 1
+
+
+def _random_corner(attack: _Attack, active: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The start: a random vertex of the ball (vertical stripes for images)."""
+    channels, height, width = attack.layout
+    eps = attack.eps
+    if attack.image:
+        stripes = rng.choice([-eps, eps], size=(len(active), channels, 1, width))
+        start: np.ndarray = attack.x_flat[active] + stripes
+        return start
+    corner: np.ndarray = attack.x_flat[active] + rng.choice([-eps, eps], size=(len(active), channels, height, width))
+    return corner
+
+
+def _search(
+    attack: _Attack,
+    clean_correct: np.ndarray,
+    rng: np.random.Generator,
+    max_queries: int,
+    p_init: float,
+    deadline: float,
+) -> str:
+    """Random-search steps until every sample is broken or out of queries, or the time is
+    up; what stopped it."""
+    it = 1
+    while True:
+        active = np.flatnonzero(~attack.broken & (attack.queries < max_queries))
+        if len(active) == 0:
+            return "all_broken" if attack.broken[clean_correct].all() else "queries"
+        if time.perf_counter() > deadline:
+            return "time"
+        if attack.eps <= 0:
+            return "queries"
+        p = _p_schedule(p_init, it, max_queries)
+        step = _square_step if attack.image else _feature_step
+        attack.propose(step(attack, active, p, rng), active)
+        it += 1
+
+
+def _square_step(attack: _Attack, active: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Move one random square window per sample (all channels) to a corner of the ball."""
+    channels, height, width = attack.layout
+    eps = attack.eps
+    candidate: np.ndarray = attack.x_adv[active].copy()
+    side = max(1, min(height, width, round(np.sqrt(p * height * width))))
+    for k in range(len(active)):
+        r = rng.integers(0, height - side + 1)
+        c = rng.integers(0, width - side + 1)
+        signs = rng.choice([-eps, eps], size=(channels, 1, 1))
+        candidate[k, :, r : r + side, c : c + side] = attack.x_flat[active[k], :, r : r + side, c : c + side] + signs
+    return candidate
+
+
+def _feature_step(attack: _Attack, active: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Move a random subset of features per sample (all samples at once) to a corner."""
+    channels, height, width = attack.layout
+    features = channels * height * width
+    count = max(1, round(p * features))
+    candidate = attack.x_adv[active].copy()
+    flat_c = candidate.reshape(len(active), -1)
+    base = attack.x_flat[active].reshape(len(active), -1)
+    idx = np.argpartition(rng.random((len(active), features)), count - 1, axis=1)[:, :count]
+    rows = np.arange(len(active))[:, None]
+    flat_c[rows, idx] = base[rows, idx] + rng.choice([-attack.eps, attack.eps], size=(len(active), count))
+    moved: np.ndarray = flat_c.reshape(candidate.shape)
+    return moved

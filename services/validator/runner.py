@@ -28,30 +28,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from services.validator.errors import InferenceError, ModelLoadError, OutputError
 from services.validator.metrics import Detections, encode
 from shared import sandbox
 from shared.contracts.registry import TensorSpec
-from shared.errors import InferlabError
 from shared.inputs import read_facts
 from shared.onnxmeta import graph_outputs, spec_from_session_arg
 
 DEFAULT_DYNAMIC_DIM = 16
 _CLASSIFIER_OPS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
 _CLASSLABEL_ATTRS = ("classlabels_int64s", "classlabels_ints", "classlabels_strings")
-
-
-class ModelLoadError(InferlabError):
-    code = "model_load_failed"
-
-
-class InferenceError(InferlabError):
-    code = "inference_failed"
-
-
-class OutputError(InferlabError):
-    """The outputs cannot be read as the task needs (no class scores, unknown layout)."""
-
-    code = "unsupported_outputs"
 
 
 @dataclass(frozen=True)
@@ -278,7 +264,8 @@ class ClassifierOutput:
 
     @property
     def labels(self) -> np.ndarray:
-        return self.classes[self.indices]
+        labels: np.ndarray = self.classes[self.indices]
+        return labels
 
 
 def _is_float(value: Any) -> bool:
@@ -314,7 +301,8 @@ def interpret_classifier(
         preferred = [k for k in floats2d if "prob" in k.lower()] or [
             k for k in floats2d if any(t in k.lower() for t in ("logit", "score"))
         ]
-        s_name = (preferred or floats2d or seqs or [None])[0]
+        found = preferred or floats2d or seqs
+        s_name = found[0] if found else None
         if s_name is None:
             single = [k for k, v in outputs.items() if _is_float(v) and v.ndim == 2 and v.shape[1] == 1]
             s_name = single[0] if single else None
@@ -341,7 +329,8 @@ def interpret_classifier(
             and v.dtype.kind in "iuUSO"
             and (v.ndim == 1 or (v.ndim == 2 and v.shape[1] == 1))
         ]
-        l_name = ([k for k in ints if "label" in k.lower()] or ints or [None])[0]
+        named = [k for k in ints if "label" in k.lower()] or ints
+        l_name = named[0] if named else None
     labels = None if l_name is None else np.asarray(outputs[l_name]).reshape(-1)
     if scores is None and labels is None:
         raise OutputError(
@@ -355,6 +344,7 @@ def interpret_classifier(
         elif n_cols is not None:
             classes = np.arange(n_cols)
         else:
+            assert labels is not None  # no scores here, and not neither
             classes = np.unique(labels)
     if labels is not None:
         indices, classes = encode(labels, classes)

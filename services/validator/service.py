@@ -1,6 +1,7 @@
 """Validator wiring: the ``validator`` durable consumer of ``model.benchmarked.*`` and
-``model.validate``, resolution of models, parents, datasets and requirements, and the
-outcomes it publishes. The checks themselves live in the pure modules (see suite.py).
+``model.validate``, resolution of models, parents, datasets and policies through the registry
+and the artifact store, and the outcomes it publishes. The checks run in a sandbox worker
+(isolated.py, suite.py); the events are built by pure functions (outcomes.py, failures.py).
 
 Outcomes, each with an event id derived from the trigger's, so a redelivered trigger
 re-publishes duplicates that JetStream drops:
@@ -18,44 +19,49 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from services.validator import requirements as rq
+from services.validator.errors import CheckFailed, UnknownDataset, UnknownParent, UnsupportedFormat, ValidationFailure
+from services.validator.failures import failure_event
+from services.validator.isolated import SuiteFiles, run_suite_isolated
+from services.validator.jobs import (
+    Job,
+    candidate,
+    job_checks,
+    job_options,
+    job_requirements,
+    perf_from_results,
+    perf_from_signals,
+)
+from services.validator.outcomes import fit_report, outcome_events
 from services.validator.readiness import Candidate
-from services.validator.runner import Runner
-from services.validator.suite import Perf, SuiteConfig, SuiteInput, check_options, headline_accuracy, run_suite
-from shared import sandbox
+from services.validator.requirements import Policy, load_policy
+from services.validator.state import Progress, SuiteFields
+from services.validator.suite import SuiteConfig
 from shared.artifacts import SCHEME, ArtifactStore, object_uri, parse_object_uri
 from shared.bus import Bus
 from shared.cache import ArtifactCache
 from shared.clients.validation import DATASET_SCHEME, NAMED_DATASET_PREFIX
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.alerts import ValidationFailedAlert
-from shared.contracts.base import Command, encode
-from shared.contracts.benchmark import ConfigResult, ModelBenchmarked
-from shared.contracts.identity import ModelRef
-from shared.contracts.registry import FORMAT_ONNX, INPUTS_NEED_SPEC, ModelRecord, ModelView
+from shared.contracts.benchmark import ModelBenchmarked
+from shared.contracts.registry import FORMAT_ONNX, ModelRecord, ModelView
 from shared.contracts.validation import (
     ModelValidated,
-    Requirement,
     ValidateModel,
     ValidationErrored,
     ValidationProgress,
     ValidationReport,
 )
-from shared.datasets import Dataset, load_dataset
+from shared.endpoints import Endpoint
 from shared.errors import (
     ArtifactNotFound,
     InferlabError,
-    InvalidDataset,
     InvalidReference,
     NativeFailure,
     NotFound,
     ServiceUnavailable,
+    UnknownModel,
 )
 from shared.fetch import public_uri
 from shared.log import get_logger
@@ -64,48 +70,8 @@ from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
 
 SERVICE = "validator"
-# Parsed datasets kept in memory between validations (least recently used dropped first).
-DATASET_MEMORY_BYTES = 512 << 20
 # Room left for the envelope when a report is trimmed to the message size limit.
 _MESSAGE_MARGIN = 16 * 1024
-
-
-class ValidationFailure(Exception):
-    """Validation cannot run; becomes a ``model.validation_failed`` event."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass
-class Job:
-    ref: str
-    trigger: str
-    event_id: str
-    correlation_id: str
-    dataset_uri: str | None = None
-    requirements: list[Requirement] | None = None
-    checks: list[str] | None = None
-    options: dict[str, Any] | None = None
-    perf: Perf | None = None
-    command: Command | None = None
-
-
-def perf_from_results(results: list[ConfigResult], source: str = "model.benchmarked") -> Perf | None:
-    """The registry's reading of a sweep: latency of the lightest configuration (smallest
-    batch x concurrency, fewest threads), the best throughput, the largest peak memory."""
-    if not results:
-        return None
-    reference = min(results, key=lambda r: (r.batch_size * r.concurrency, r.intra_op_threads))
-    return Perf(
-        p50_ms=reference.latency.p50_ms,
-        p99_ms=reference.latency.p99_ms,
-        throughput_ips=max(r.throughput_ips for r in results),
-        peak_memory_bytes=max(r.peak_memory_bytes for r in results),
-        source=source,
-    )
 
 
 def named_dataset_object(name: str) -> str:
@@ -119,7 +85,7 @@ class ValidatorService:
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
         self.settings = settings
-        self.client = Client(bus)
+        self.registry = Client(bus)
         self.cache = ArtifactCache(bus, settings.home_path / "cache" / SERVICE)
         self.policy_dir = (
             Path(settings.validator_policy_dir).expanduser()
@@ -133,7 +99,7 @@ class ValidatorService:
         self.sandbox = SandboxPool(
             SERVICE,
             size=pool_size(settings, settings.validator_concurrency),
-            preload=["onnxruntime", "services.validator.service"],
+            preload=["onnxruntime", "services.validator.isolated"],
             max_tasks=settings.sandbox_max_tasks,
         )
 
@@ -154,7 +120,7 @@ class ValidatorService:
             )
         ]
 
-    def endpoints(self) -> list:
+    def endpoints(self) -> list[Endpoint]:
         return []
 
     async def stop(self) -> None:
@@ -163,18 +129,18 @@ class ValidatorService:
     # --- triggers -------------------------------------------------------------------------
 
     async def on_validate(self, delivery: Delivery[ValidateModel]) -> None:
-        cmd = delivery.message
+        command = delivery.message
         await self.handle(
             Job(
-                ref=cmd.ref,
+                ref=command.ref,
                 trigger=subjects.VALIDATE,
-                event_id=cmd.event_id,
-                correlation_id=cmd.correlation_id,
-                dataset_uri=cmd.dataset_uri,
-                requirements=list(cmd.requirements),
-                checks=list(cmd.checks),
-                options=dict(cmd.options),
-                command=cmd,
+                event_id=command.event_id,
+                correlation_id=command.correlation_id,
+                dataset_uri=command.dataset_uri,
+                requirements=list(command.requirements),
+                checks=list(command.checks),
+                options=dict(command.options),
+                command=command,
             )
         )
 
@@ -191,118 +157,121 @@ class ValidatorService:
         )
 
     async def handle(self, job: Job) -> ModelValidated | ValidationErrored:
+        """The error edge: an error of the hierarchy becomes ``model.validation_failed``;
+        a transport failure raises, so the trigger is redelivered."""
         try:
-            outcome: ModelValidated | ValidationErrored = await self.validate(job)
-        except ValidationFailure as failure:
-            outcome = self._errored(job, failure)
-            await self.bus.publish(subjects.validation_failed(outcome.name), outcome)
-            self.log.info("validation_errored", ref=job.ref, reason=failure.reason, message=failure.message)
-        await self.bus.reply(job.command, outcome)
-        return outcome
-
-    def _errored(self, job: Job, failure: ValidationFailure) -> ValidationErrored:
-        try:
-            parsed = ModelRef.parse(job.ref)
-            name, version, variant = parsed.name, parsed.version or parsed.alias or "", parsed.variant
-        except InvalidReference:
-            name, version, variant = subjects.INVALID_NAME_TOKEN, "", "base"
-        return ValidationErrored(
-            event_id=f"validation-errored-{job.event_id}",
-            correlation_id=job.correlation_id,
-            name=name,
-            version=version,
-            variant=variant,
-            ref=job.ref,
-            reason=failure.reason,
-            message=failure.message,
+            record, report = await self.validate(job)
+        except ServiceUnavailable:
+            raise
+        except InferlabError as exc:
+            errored = failure_event(job, exc)
+            await self.bus.publish(subjects.validation_failed(errored.name), errored)
+            self.log.info("validation_errored", ref=job.ref, reason=errored.reason, message=errored.message)
+            await self.bus.reply(job.command, errored)
+            return errored
+        outcome = outcome_events(job, record, report, self.settings.max_message_bytes - _MESSAGE_MARGIN)
+        await self.bus.publish(subjects.validated(record.name), outcome.validated)
+        if outcome.alert is not None:
+            await self.bus.publish(subjects.alert("validation", "failed", record.name), outcome.alert)
+        self.log.info(
+            "validated",
+            ref=record.ref,
+            ready=report.ready,
+            accuracy=outcome.validated.accuracy,
+            trigger=job.trigger,
+            failed=[c.metric for c in outcome.unmet],
+            duration_s=report.duration_s,
         )
+        await self.bus.reply(job.command, outcome.validated)
+        return outcome.validated
 
     # --- one validation -----------------------------------------------------------------------
 
-    async def validate(self, job: Job) -> ModelValidated:
+    async def validate(self, job: Job) -> tuple[ModelRecord, ValidationReport]:
+        """Resolve what ``job`` names, run the suite on it in a sandbox worker: the record
+        validated and its report."""
         started = time.perf_counter()
         view = await self._get(job.ref, "model")
         record = view.record
         if record.format != FORMAT_ONNX:
-            raise ValidationFailure(
-                "unsupported_format",
+            raise UnsupportedFormat(
                 f"{record.ref} is a {record.format}; the validator runs ONNX models with ONNX Runtime "
-                f"(validate its parent {record.parent} instead)",
+                f"(validate its parent {record.parent} instead)"
             )
         parent_view = await self._get(record.parent, "parent") if record.parent else None
-
-        policy = self._policy(record.name)
-        default_policy = self._policy("default")
-        options: dict[str, Any] = {}
-        for layer in (
-            default_policy.options if default_policy else {},
-            policy.options if policy else {},
-            _metadata_options(record),
-            job.options or {},
-        ):
-            options.update(layer)
-        checks = list(
-            job.checks or (policy.checks if policy else []) or (default_policy.checks if default_policy else [])
-        )
-        try:
-            check_options(options)
-            config = SuiteConfig.from_settings(self.settings, options)
-            metadata_reqs, metadata_source = record.metadata.get("requirements"), "metadata"
-            if metadata_reqs is None and parent_view is not None:
-                # a variant is held to its family's requirements unless it states its own
-                metadata_reqs, metadata_source = parent_view.record.metadata.get("requirements"), "parent-metadata"
-            requirements = rq.resolve(
-                request=job.requirements or [],
-                metadata=metadata_reqs,
-                policy=policy,
-                default_policy=default_policy,
-                metadata_source=metadata_source,
-            )
-        except InferlabError as exc:
-            raise ValidationFailure(exc.code, exc.message) from None
-
-        dataset_uri = job.dataset_uri or record.dataset_uri or (parent_view.record.dataset_uri if parent_view else None)
+        parent = parent_view.record if parent_view else None
+        policy, default_policy = self._policy(record.name), self._policy("default")
+        options = job_options(job, record, policy, default_policy)
+        checks = job_checks(job, policy, default_policy)
+        config = SuiteConfig.from_settings(self.settings, options)
+        requirements = job_requirements(job, record, parent, policy, default_policy)
         model_path = await self._artifact(record, "model")
-        parent_path = await self._artifact(parent_view.record, "parent") if parent_view else None
-        dataset_path = dataset_sha = None
-        if dataset_uri:
-            fetchable = await self._resolve_dataset(dataset_uri)
-            # Shown in errors, logs and the report without user info or query (credentials).
-            dataset_uri = public_uri(dataset_uri)
-            dataset_path = await self._fetch_dataset(fetchable, dataset_uri)
-            dataset_sha = dataset_path.stem
+        parent_path = await self._artifact(parent, "parent") if parent else None
+        dataset_uri, dataset_path = await self._dataset(
+            job.dataset_uri or record.dataset_uri or (parent.dataset_uri if parent else None)
+        )
         files = SuiteFiles(
             model=model_path,
             ref=record.ref,
-            parent=parent_path if parent_view else None,
-            parent_ref=parent_view.record.ref if parent_view else None,
+            parent=parent_path,
+            parent_ref=parent.ref if parent else None,
             dataset=dataset_path,
             dataset_shown=dataset_uri or "",
             batch_size=self.settings.validator_batch_size,
         )
-
-        perf = job.perf or _perf_from_signals(view)
-        siblings = await self._siblings(record)
-        parent_candidate = _candidate(parent_view) if parent_view else None
-        suite_fields: dict[str, Any] = dict(
+        fields = SuiteFields(
             ref=record.ref,
             variant=record.variant,
             requirements=requirements,
             dataset_uri=dataset_uri,
-            dataset_sha256=dataset_sha,
-            task=record.task or (parent_view.record.task if parent_view else None),
-            parent_ref=parent_view.record.ref if parent_view else None,
-            parent_variant=parent_view.record.variant if parent_view else None,
+            dataset_sha256=dataset_path.stem if dataset_path else None,
+            task=record.task or (parent.task if parent else None),
+            parent_ref=parent.ref if parent else None,
+            parent_variant=parent.variant if parent else None,
             checks=checks,
             options=options,
-            perf=perf,
-            parent=parent_candidate,
-            siblings=siblings,
+            perf=job.perf or perf_from_signals(view),
+            parent=candidate(parent_view) if parent_view else None,
+            siblings=await self._siblings(record),
             trigger=job.trigger,
             resolved=list(record.resolved_inputs),
             input_status=record.input_status,
             input_message=record.input_message,
         )
+        model_bytes = record.size_bytes + (parent.size_bytes if parent else 0)
+        report = await self._run_suite(job, record, files, fields, config, model_bytes)
+        report.duration_s = round(time.perf_counter() - started, 4)
+        return record, report
+
+    async def _run_suite(
+        self,
+        job: Job,
+        record: ModelRecord,
+        files: SuiteFiles,
+        fields: SuiteFields,
+        config: SuiteConfig,
+        model_bytes: int,
+    ) -> ValidationReport:
+        try:
+            return await self.sandbox.run(
+                run_suite_isolated,
+                files,
+                fields,
+                config,
+                limits=limits_for(self.settings, self.settings.sandbox_validate_timeout_s, model_bytes=model_bytes),
+                step="validation suite",
+                progress=self._progress(job, record.ref),
+            )
+        except NativeFailure as exc:
+            self.log.warning("validation_native_failure", ref=record.ref, reason=exc.code)
+            raise ValidationFailure.within(record.ref, exc) from None
+        except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
+            # A check met data it cannot handle: report it rather than retry a deterministic failure.
+            self.log.exception("check_failed", ref=record.ref)
+            raise CheckFailed(f"{type(exc).__name__}: {exc}") from None
+
+    def _progress(self, job: Job, ref: str) -> Progress:
+        """Progress messages to the command's ``reply_to``, sent from the sandbox's thread."""
         loop = asyncio.get_running_loop()
 
         def progress(stage: str, step: int, steps: int) -> None:
@@ -311,97 +280,30 @@ class ValidatorService:
             message = ValidationProgress(
                 event_id=f"{job.event_id}-progress-{step}",
                 correlation_id=job.correlation_id,
-                ref=record.ref,
+                ref=ref,
                 stage=stage,
                 step=step,
                 steps=steps,
             )
             asyncio.run_coroutine_threadsafe(self.bus.reply(job.command, message), loop)
 
-        model_bytes = record.size_bytes + (parent_view.record.size_bytes if parent_view else 0)
-        try:
-            report = await self.sandbox.run(
-                run_suite_isolated,
-                files,
-                suite_fields,
-                config,
-                limits=limits_for(self.settings, self.settings.sandbox_validate_timeout_s, model_bytes=model_bytes),
-                step="validation suite",
-                progress=progress,
-            )
-        except NativeFailure as exc:
-            self.log.warning("validation_native_failure", ref=record.ref, reason=exc.code)
-            raise ValidationFailure(exc.code, f"{record.ref}: {exc.message}") from None
-        except InferlabError as exc:
-            raise ValidationFailure(exc.code, exc.message) from None
-        except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
-            # A check met data it cannot handle: report it rather than retry a deterministic failure.
-            self.log.exception("check_failed", ref=record.ref)
-            raise ValidationFailure("check_failed", f"{type(exc).__name__}: {exc}") from None
-        report.duration_s = round(time.perf_counter() - started, 4)
-        event = ModelValidated(
-            event_id=f"validated-{job.event_id}",
-            correlation_id=job.correlation_id,
-            name=record.name,
-            version=record.version,
-            variant=record.variant,
-            ref=record.ref,
-            ready=report.ready,
-            accuracy=headline_accuracy(report),
-            report=report,
-            verdict=report.verdict,
-        )
-        fit_report(event, self.settings.max_message_bytes - _MESSAGE_MARGIN)
-        await self.bus.publish(subjects.validated(record.name), event)
-        unmet = [c for c in report.criteria if c.passed is not True]
-        # a model nobody has said how to feed is an outcome for its owner, not an alert
-        needs_spec = record.input_status == INPUTS_NEED_SPEC and all(c.passed is None for c in unmet)
-        if unmet and not needs_spec:
-            alert = ValidationFailedAlert(
-                event_id=f"validation-alert-{job.event_id}",
-                correlation_id=job.correlation_id,
-                severity="critical" if any(c.metric == "structural" for c in unmet) else "warning",
-                name=record.name,
-                summary=f"{record.ref} is not ready: " + "; ".join(c.message for c in unmet[:4]),
-                ref=record.ref,
-                version=record.version,
-                variant=record.variant,
-                failed=unmet,
-                recommendations=report.recommendations,
-                validated_event_id=event.event_id,
-            )
-            await self.bus.publish(subjects.alert("validation", "failed", record.name), alert)
-        self.log.info(
-            "validated",
-            ref=record.ref,
-            ready=report.ready,
-            accuracy=event.accuracy,
-            trigger=job.trigger,
-            failed=[c.metric for c in unmet],
-            duration_s=report.duration_s,
-        )
-        return event
+        return progress
 
     # --- resolution ---------------------------------------------------------------------------
 
     async def _get(self, ref: str, what: str) -> ModelView:
         try:
-            return await self.client.get(ref)
-        except InvalidReference as exc:
-            raise ValidationFailure("invalid_ref", exc.message) from None
-        except NotFound as exc:
-            reason = "unknown_model" if what == "model" else "unknown_parent"
-            raise ValidationFailure(reason, f"{what} {ref}: {exc.message}") from None
-        except ServiceUnavailable:
+            return await self.registry.get(ref)
+        except (InvalidReference, ServiceUnavailable):
             raise
+        except NotFound as exc:
+            unknown = UnknownModel if what == "model" else UnknownParent
+            raise unknown(f"{what} {ref}: {exc.message}") from None
         except InferlabError as exc:
-            raise ValidationFailure(exc.code, f"{what} {ref}: {exc.message}") from None
+            raise ValidationFailure.within(f"{what} {ref}", exc) from None
 
-    def _policy(self, name: str) -> rq.Policy | None:
-        try:
-            return rq.load_policy(self.policy_dir, name)
-        except rq.PolicyError as exc:
-            raise ValidationFailure(exc.code, exc.message) from None
+    def _policy(self, name: str) -> Policy | None:
+        return load_policy(self.policy_dir, name)
 
     async def _artifact(self, record: ModelRecord, what: str) -> Path:
         try:
@@ -409,7 +311,16 @@ class ValidatorService:
         except ServiceUnavailable:
             raise
         except InferlabError as exc:
-            raise ValidationFailure(exc.code, f"{what} {record.ref} artifact: {exc.message}") from None
+            raise ValidationFailure.within(f"{what} {record.ref} artifact", exc) from None
+
+    async def _dataset(self, uri: str | None) -> tuple[str | None, Path | None]:
+        """(the dataset's URI as shown, its local file), or (``uri``, None) without one."""
+        if not uri:
+            return uri, None
+        fetchable = await self._resolve_dataset(uri)
+        # Shown in errors, logs and the report without user info or query (credentials).
+        shown = public_uri(uri)
+        return shown, await self._fetch_dataset(fetchable, shown)
 
     async def _resolve_dataset(self, uri: str) -> str:
         """``dataset://<name>``: the named dataset uploaded with ``put_dataset`` (object
@@ -419,24 +330,21 @@ class ValidatorService:
             return uri
         name = uri[len(DATASET_SCHEME) + 3 :].strip("/")
         if not name:
-            raise ValidationFailure("unknown_dataset", f"{uri!r} names no dataset")
+            raise UnknownDataset(f"{uri!r} names no dataset")
         store = ArtifactStore(self.bus)
         if "@" not in name and "+" not in name:
             info = await store.info(named_dataset_object(name))
             if info is not None:
                 return object_uri(store.bucket, info.name)
         try:
-            view = await self.client.get(name)
+            view = await self.registry.get(name)
         except (InvalidReference, NotFound):
-            raise ValidationFailure(
-                "unknown_dataset",
+            raise UnknownDataset(
                 f"no dataset named {name!r}: upload one with `inferlab dataset put {name} FILE.npz`, "
-                "or name a registered model that has a dataset",
+                "or name a registered model that has a dataset"
             ) from None
         if not view.record.dataset_uri:
-            raise ValidationFailure(
-                "unknown_dataset", f"{uri}: model {view.record.ref} was registered without a dataset"
-            )
+            raise UnknownDataset(f"{uri}: model {view.record.ref} was registered without a dataset")
         return view.record.dataset_uri
 
     async def _fetch_dataset(self, uri: str, shown: str) -> Path:
@@ -454,163 +362,20 @@ class ValidatorService:
         except ServiceUnavailable:
             raise
         except ArtifactNotFound as exc:
-            raise ValidationFailure("unknown_dataset", f"dataset {shown}: {exc.message}") from None
+            raise UnknownDataset(f"dataset {shown}: {exc.message}") from None
         except InferlabError as exc:
-            raise ValidationFailure(exc.code, f"dataset {shown}: {exc.message}") from None
+            raise ValidationFailure.within(f"dataset {shown}", exc) from None
 
     async def _siblings(self, record: ModelRecord) -> list[Candidate]:
         """Other variants of the same version, with their published figures, for
         recommendations ("prefer fp16")."""
         try:
-            listing = await self.client.list(name=record.name, limit=200)
+            listing = await self.registry.list(name=record.name, limit=200)
         except InferlabError:
             return []
         return [
-            _candidate(v) for v in listing.models if v.record.version == record.version and v.record.ref != record.ref
+            candidate(v) for v in listing.models if v.record.version == record.version and v.record.ref != record.ref
         ]
 
 
-# --- in a sandbox worker ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SuiteFiles:
-    """The local files one validation runs on, handed to a sandbox worker."""
-
-    model: Path
-    ref: str
-    parent: Path | None
-    parent_ref: str | None
-    dataset: Path | None
-    dataset_shown: str
-    batch_size: int
-
-
-# Parsed datasets kept in a worker between validations (sibling variants share one dataset).
-_DATASETS: OrderedDict[tuple, Dataset] = OrderedDict()
-
-
-def run_suite_isolated(
-    files: SuiteFiles, fields: dict[str, Any], config: SuiteConfig, progress: Any = None
-) -> ValidationReport:
-    """Load the model (and its parent) in ONNX Runtime, parse the dataset and run the suite:
-    everything that runs native code on the user's model, in one sandbox task."""
-    sandbox.step("loading the model")
-    runner = _open_runner(files.model, files.ref, files.batch_size)
-    parent_runner = None
-    if files.parent is not None and files.parent_ref is not None:
-        sandbox.step("loading the parent model")
-        parent_runner = _open_runner(files.parent, files.parent_ref, files.batch_size)
-    dataset = _load_dataset(files.dataset, runner, files.dataset_shown) if files.dataset is not None else None
-    sandbox.step("validation suite")
-    suite_input = SuiteInput(runner=runner, parent_runner=parent_runner, dataset=dataset, **fields)
-    return run_suite(suite_input, config, progress)
-
-
-def _open_runner(path: Path, ref: str, batch_size: int) -> Runner:
-    try:
-        return Runner(path, batch_size=batch_size)
-    except InferlabError as exc:
-        raise ValidationFailure(exc.code, f"{ref}: {exc.message}") from None
-
-
-def _load_dataset(path: Path, runner: Runner, shown: str) -> Dataset:
-    """Parse (and check against the model's inputs) once per dataset and input layout; the
-    suite never writes into dataset arrays, so validations of sibling variants share them."""
-    specs = [s for s in runner.inputs if s.is_tensor]
-    key = (path.stem, tuple((s.name, s.dtype, tuple(s.shape or ())) for s in specs))
-    cached = _DATASETS.get(key)
-    if cached is not None:
-        _DATASETS.move_to_end(key)
-        return cached
-    try:
-        dataset = load_dataset(path, specs, require_labels=False)
-    except InvalidDataset as exc:
-        raise ValidationFailure("invalid_dataset", f"dataset {shown}: {exc.message}") from None
-    for array in [*dataset.inputs.values(), dataset.labels, dataset.groups, *dataset.extras.values()]:
-        if array is not None:
-            array.flags.writeable = False  # shared between validations: never written
-    size = _dataset_bytes(dataset)
-    if size <= DATASET_MEMORY_BYTES:
-        _DATASETS[key] = dataset
-        while sum(_dataset_bytes(d) for d in _DATASETS.values()) > DATASET_MEMORY_BYTES:
-            _DATASETS.popitem(last=False)
-    return dataset
-
-
-def _dataset_bytes(dataset: Dataset) -> int:
-    arrays = [*dataset.inputs.values(), dataset.labels, dataset.groups, *dataset.extras.values()]
-    return sum(a.nbytes for a in arrays if a is not None)
-
-
-def _metadata_options(record: ModelRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    layout = record.metadata.get("detection_layout")
-    if isinstance(layout, str):
-        out["detection_layout"] = layout
-    extra = record.metadata.get("validation_options")
-    if isinstance(extra, dict):
-        out.update(extra)
-    return out
-
-
-def _candidate(view: ModelView) -> Candidate:
-    s = view.signals
-    return Candidate(
-        ref=view.record.ref,
-        variant=view.record.variant,
-        accuracy=s.accuracy if s else None,
-        p99_ms=s.p99_ms if s else None,
-        throughput_ips=s.throughput_ips if s else None,
-        ready=s.ready if s else None,
-    )
-
-
-def _perf_from_signals(view: ModelView) -> Perf | None:
-    s = view.signals
-    if s is None or (s.p99_ms is None and s.throughput_ips is None and s.peak_memory_bytes is None):
-        return None
-    return Perf(
-        p50_ms=s.p50_ms,
-        p99_ms=s.p99_ms,
-        throughput_ips=s.throughput_ips,
-        peak_memory_bytes=s.peak_memory_bytes,
-        source="registry signals",
-    )
-
-
-# Figures dropped, in order, until a report fits the message size limit.
-_TRIM_ORDER = (
-    ("metrics", "confusion_matrix"),
-    ("metrics", "per_class"),
-    ("fairness", "per_group"),
-    ("metrics", "fold_spread"),
-    ("parity", "outputs"),
-    ("structural", "outputs"),
-    ("robustness", "curve"),
-)
-
-
-def fit_report(event: ModelValidated, max_bytes: int) -> None:
-    """Drop the bulkiest figures (listed in ``report.truncated``) until the event fits."""
-    report: ValidationReport = event.report
-    if len(encode(event)) <= max_bytes:
-        return
-    by_name = {c.name: c for c in report.checks}
-    for check, key in _TRIM_ORDER:
-        outcome = by_name.get(check)
-        if outcome is not None and key in outcome.figures:
-            figures = dict(outcome.figures)
-            figures.pop(key)
-            outcome.figures = figures
-            report.truncated.append(f"{check}.{key}")
-            if len(encode(event)) <= max_bytes:
-                return
-    for outcome in report.checks:  # still too large: keep summaries only
-        if outcome.figures:
-            outcome.figures = {}
-            report.truncated.append(f"{outcome.name}.*")
-    report.recommendations = report.recommendations[:20]
-
-
-__all__ = ["SERVICE", "ValidatorService", "fit_report", "perf_from_results"]
+__all__ = ["SERVICE", "Job", "ValidatorService", "fit_report", "perf_from_results"]

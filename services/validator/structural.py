@@ -121,34 +121,11 @@ def check_structure(
         result.problems.append(f"does not run on seeded inputs: {exc}")
         return result
     specs = {s.name: s for s in outputs}
-    dims = _input_dims(inputs, feeds)
     for name in specs:
         if name not in first:
             result.problems.append(f"declared output {name!r} is missing")
     for name, value in first.items():
-        figures: dict[str, Any] = {}
-        if isinstance(value, np.ndarray):
-            figures["shape"] = list(value.shape)
-            figures["dtype"] = str(value.dtype)
-            if value.dtype.kind in "fc":
-                nonfinite = int((~np.isfinite(value)).sum())
-                figures["nonfinite"] = nonfinite
-                if nonfinite:
-                    nan = int(np.isnan(value).sum())
-                    result.problems.append(
-                        f"output {name!r} has {nonfinite} non-finite values ({nan} NaN, {nonfinite - nan} inf) "
-                        f"of {value.size}"
-                    )
-        elif isinstance(value, list):
-            figures["items"] = len(value)
-            bad = sum(
-                1
-                for item in value
-                if isinstance(item, dict) and not all(np.isfinite(v) for v in item.values() if isinstance(v, float))
-            )
-            if bad:
-                result.problems.append(f"output {name!r} has {bad} items with non-finite values")
-        result.outputs[name] = figures
+        result.outputs[name] = _output_figures(name, value, result.problems)
     one_call, one_feeds, rows = first, feeds, n
     if batched and call_rows is not None and 0 < call_rows < n:
         one_feeds, rows = {k: v[:call_rows] for k, v in feeds.items()}, call_rows
@@ -157,13 +134,9 @@ def check_structure(
         except Exception as exc:
             result.problems.append(f"runs on {n} samples but not on one call of {call_rows}: {exc}")
             return result
-    if batched:
-        dims = _input_dims(inputs, one_feeds)
-        for name, value in one_call.items():
-            result.warnings.extend(_shape_problems(name, value, specs.get(name), dims, rows))
-    else:
-        for name, value in one_call.items():
-            result.warnings.extend(_shape_problems(name, value, specs.get(name), dims, 1))
+    dims = _input_dims(inputs, one_feeds if batched else feeds)
+    for name, value in one_call.items():
+        result.warnings.extend(_shape_problems(name, value, specs.get(name), dims, rows if batched else 1))
     try:
         second = run(feeds)
     except Exception as exc:
@@ -175,15 +148,50 @@ def check_structure(
     if not result.deterministic:
         result.problems.append(f"two runs on the same inputs differ (largest difference {worst:.3g})")
     if batched and n > 1:
-        try:
-            alone = run({k: v[:1] for k, v in feeds.items()})
-            diffs = [
-                _max_difference(first[k][:1], alone[k])
-                for k in first
-                if isinstance(first[k], np.ndarray) and first[k].ndim > 0 and first[k].shape[0] == n
-            ]
-            result.batch_consistency_max_abs = max(diffs, default=0.0)
-        except Exception as exc:
-            result.problems.append(f"runs in a batch of {n} but not alone: {exc}")
+        _batch_consistency(run, feeds, first, n, result)
     result.passed = not result.problems
     return result
+
+
+def _output_figures(name: str, value: Any, problems: list[str]) -> dict[str, Any]:
+    """Shape, dtype and non-finite count of one output; non-finite values go to ``problems``."""
+    figures: dict[str, Any] = {}
+    if isinstance(value, np.ndarray):
+        figures["shape"] = list(value.shape)
+        figures["dtype"] = str(value.dtype)
+        if value.dtype.kind in "fc":
+            nonfinite = int((~np.isfinite(value)).sum())
+            figures["nonfinite"] = nonfinite
+            if nonfinite:
+                nan = int(np.isnan(value).sum())
+                problems.append(
+                    f"output {name!r} has {nonfinite} non-finite values ({nan} NaN, {nonfinite - nan} inf) "
+                    f"of {value.size}"
+                )
+    elif isinstance(value, list):
+        figures["items"] = len(value)
+        bad = sum(
+            1
+            for item in value
+            if isinstance(item, dict) and not all(np.isfinite(v) for v in item.values() if isinstance(v, float))
+        )
+        if bad:
+            problems.append(f"output {name!r} has {bad} items with non-finite values")
+    return figures
+
+
+def _batch_consistency(
+    run: RunFn, feeds: dict[str, np.ndarray], first: dict[str, Any], n: int, result: StructuralResult
+) -> None:
+    """Sample 0 alone against inside the batch: a figure, not judged (kernels pick other
+    accumulation orders per batch size); failing to run alone is a problem."""
+    try:
+        alone = run({k: v[:1] for k, v in feeds.items()})
+        diffs = [
+            _max_difference(first[k][:1], alone[k])
+            for k in first
+            if isinstance(first[k], np.ndarray) and first[k].ndim > 0 and first[k].shape[0] == n
+        ]
+        result.batch_consistency_max_abs = max(diffs, default=0.0)
+    except Exception as exc:
+        result.problems.append(f"runs in a batch of {n} but not alone: {exc}")

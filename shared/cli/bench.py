@@ -60,7 +60,7 @@ def _shape(text: str) -> tuple[str, list[int]]:
     return name, shape
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmark a model (sweep of batch sizes, threads, concurrency, providers)")
     p.add_argument("ref", help="model reference, e.g. resnet50@1.2.0 or resnet50@1.2.0+fp16")
     p.add_argument("--batch", type=_ints, metavar="1,8", help="batch sizes")
@@ -365,17 +365,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ["rank", "ref", "median ms", "median 95% CI ms", "p99 ms", "inf/s", "size", "accuracy", "pareto"],
         [
             [
-                e.rank,
-                e.ref,
-                fmt_ms(e.median_ms, 4),
-                interval(*e.median_ci_ms),
-                fmt_ms(e.p99_ms, 4),
-                f"{e.throughput_ips:,.0f}",
-                human_bytes(e.size_bytes),
-                "" if e.accuracy is None else f"{e.accuracy:.4f}",
-                "*" if e.pareto else "",
+                entry.rank,
+                entry.ref,
+                fmt_ms(entry.median_ms, 4),
+                interval(*entry.median_ci_ms),
+                fmt_ms(entry.p99_ms, 4),
+                f"{entry.throughput_ips:,.0f}",
+                human_bytes(entry.size_bytes),
+                "" if entry.accuracy is None else f"{entry.accuracy:.4f}",
+                "*" if entry.pareto else "",
             ]
-            for e in report.entries
+            for entry in report.entries
         ],
         caption=f"{report.message}; Pareto front over {', '.join(report.pareto_objectives)}",
     )

@@ -80,7 +80,7 @@ def parse_option(text: str, into: dict[str, dict[str, Any]]) -> None:
     into.setdefault(profile, {})[key] = parsed
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("convert", help="convert a model with profiles; each variant is checked for parity")
     p.add_argument("ref", help="model reference, e.g. digits@1.0.0")
     p.add_argument(
@@ -199,8 +199,8 @@ def parity_summary(parity: ParityReport | None) -> str:
         parts.append(f"top1 {min(top1):.4f}")
     metrics = [o for o in outs if o.metric is not None and o.metric_variant is not None]
     if metrics:
-        m = metrics[0]
-        parts.append(f"{m.metric} {m.metric_source:.4f}→{m.metric_variant:.4f}")
+        first = metrics[0]
+        parts.append(f"{first.metric} {first.metric_source:.4f}→{first.metric_variant:.4f}")
     parts.append(f"{parity.samples} {parity.input_source}")
     return ", ".join(parts)
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from rich.console import Console
@@ -64,7 +64,9 @@ def table(
 ) -> None:
     t = Table(title=title, caption=caption, header_style="bold", show_lines=False)
     for column in columns:
-        justify = "right" if column.endswith(("ms", "bytes", "/s", "size", "params", "score", "n")) else "left"
+        justify: Literal["right", "left"] = (
+            "right" if column.endswith(("ms", "bytes", "/s", "size", "params", "score", "n")) else "left"
+        )
         t.add_column(column, justify=justify, overflow="fold")
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))

@@ -93,7 +93,14 @@ def parse_input_specs(
     return list(specs.values())
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_register(sub)
+    _add_queries(sub)
+    _add_aliases_and_tags(sub)
+    _add_downloads(sub)
+
+
+def _add_register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("register", help="upload and register a model version")
     p.add_argument("path", help="ONNX file, or a nats-obj:// file:// https:// URI")
     p.add_argument("--name", required=True)
@@ -129,6 +136,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_register)
 
+
+def _add_queries(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--name")
     p.add_argument("--task")
@@ -163,6 +172,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_find)
 
+
+def _add_aliases_and_tags(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("alias", help="named, movable pointers such as production or champion")
     alias_sub = p.add_subparsers(dest="alias_command", metavar="set|rm", required=True)
     s = alias_sub.add_parser("set", help="point ALIAS at NAME@VERSION (moves it atomically)")
@@ -183,6 +194,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_tag)
 
+
+def _add_downloads(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("download", help="download a model's artifact (hash-verified)")
     p.add_argument("ref")
     p.add_argument("-o", "--output", default=".", help="file or folder (default: current folder)")

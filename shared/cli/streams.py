@@ -16,7 +16,7 @@ from shared.errors import InferlabError
 from shared.sdk import Client, StreamEvent
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("events", help="show stored events, and with --follow new ones as they come")
     p.add_argument("subject", nargs="?", default="model.>", help="subject filter (default model.>)")
     _stream_flags(p)

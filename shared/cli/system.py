@@ -21,7 +21,7 @@ from shared.sdk import Client
 from shared.supervisor import SERVICES, Supervisor, available_services
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="run the platform: embedded NATS (when needed) and every service, supervised")
     p.add_argument("--services", help=f"comma-separated subset of {','.join(SERVICES)}")
     p.add_argument(
@@ -232,8 +232,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = []
         for s in found:
             endpoints = (s.stats or {}).get("endpoints") or []
-            requests = sum(e.get("num_requests", 0) for e in endpoints)
-            errors = sum(e.get("num_errors", 0) for e in endpoints)
+            requests = sum(endpoint.get("num_requests", 0) for endpoint in endpoints)
+            errors = sum(endpoint.get("num_errors", 0) for endpoint in endpoints)
             started = (s.stats or {}).get("started", "")
             rows.append([s.name, s.id, s.version, len(s.endpoints), requests, errors, str(started)[:19]])
         table("services", ["service", "instance", "version", "endpoints n", "requests n", "errors n", "started"], rows)

@@ -23,7 +23,7 @@ _STATUS = {
 }
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "validate",
         help="validate a model: structure, parity, metrics, fairness, robustness, readiness",

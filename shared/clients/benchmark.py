@@ -12,10 +12,10 @@ import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
+from shared.clients.host import ClientHost
 from shared.contracts import subjects
 from shared.contracts.base import new_id
 from shared.contracts.benchmark import (
@@ -56,12 +56,8 @@ class BenchmarkFailedError(InferlabError):
         self.event = event
 
 
-class BenchmarkApi:
+class BenchmarkApi(ClientHost):
     """Methods that talk to the benchmarker."""
-
-    bus: Any
-    send: Any
-    send_and_collect: Any
 
     async def benchmark(
         self,
@@ -81,18 +77,14 @@ class BenchmarkApi:
         if not wait:
             return await self.send(subjects.BENCHMARK, command)
 
-        def progress(reply: dict[str, Any]) -> None:
-            if on_progress is not None and reply.get("type") == "model.benchmark_progress":
-                on_progress(msgspec.convert(reply, BenchmarkProgress))
-
-        replies = await self.send_and_collect(
+        final = await self.send_for_outcome(
             subjects.BENCHMARK,
             command,
+            outcomes=_FINAL,
             timeout=timeout,
-            until=lambda got: any(r.get("type") in _FINAL for r in got),
-            on_reply=progress,
+            progress=BenchmarkProgress,
+            on_progress=on_progress,
         )
-        final = next(r for r in replies if r.get("type") in _FINAL)
         if final["type"] == "model.benchmark_failed":
             raise BenchmarkFailedError(msgspec.convert(final, BenchmarkFailed))
         return msgspec.convert(final, ModelBenchmarked)

@@ -8,12 +8,13 @@ tree = await client.lineage("digits@1.0.0")
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from shared.clients.host import ClientHost
 from shared.contracts import subjects
 from shared.contracts.base import new_id
 from shared.contracts.conversion import (
@@ -34,8 +35,7 @@ from shared.contracts.conversion import (
 from shared.contracts.registry import ListModels, ModelRecord
 
 if TYPE_CHECKING:
-    from shared.bus import Bus
-    from shared.contracts.registry import ModelList, ModelView
+    pass
 
 ConversionOutcome = ModelConverted | ConversionFailed | ConversionSkipped
 ConversionMessage = ConversionPlan | ConversionProgress | ModelConverted | ConversionFailed | ConversionSkipped
@@ -104,24 +104,8 @@ def build_lineage(root: ModelRecord, records: list[ModelRecord]) -> LineageNode:
     return node(root, frozenset({root.ref}))
 
 
-class ConversionApi:
+class ConversionApi(ClientHost):
     """Methods that talk to the converter."""
-
-    if TYPE_CHECKING:
-        bus: Bus
-
-        async def send(self, subject: str, command: Any) -> str: ...
-        async def send_and_collect(
-            self,
-            subject: str,
-            command: Any,
-            *,
-            timeout: float,
-            until: Callable[[list[dict[str, Any]]], bool],
-            on_reply: Callable[[dict[str, Any]], None] | None = None,
-        ) -> list[dict[str, Any]]: ...
-        async def upload(self, path: str | Path, *, prefix: str = "sha256", progress: Any = None) -> Any: ...
-        async def get(self, ref: str) -> ModelView: ...
 
     async def convert(
         self,
@@ -129,7 +113,7 @@ class ConversionApi:
         *,
         profiles: list[str] | None = None,
         tolerance: Tolerance | dict[str, float] | None = None,
-        output_tolerances: dict[str, Tolerance | dict[str, float]] | None = None,
+        output_tolerances: Mapping[str, Tolerance | dict[str, float]] | None = None,
         calibration: str | Path | None = None,
         target_opset: int | None = None,
         shapes: dict[str, list[int]] | None = None,
@@ -190,7 +174,7 @@ class ConversionApi:
         """The tree of variants derived from ``ref`` (same name and version), each with the
         profile and the conversion report (parity figures) that made it."""
         root = (await self.get(ref)).record
-        listed: ModelList = await self.list(ListModels(name=root.name, limit=100_000))  # type: ignore[attr-defined]
+        listed = await self.list(ListModels(name=root.name, limit=100_000))
         records = [v.record for v in listed.models if v.record.version == root.version]
         return build_lineage(root, records)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import api as js_api
 
+from shared.clients.host import ClientHost
 from shared.contracts import subjects
 from shared.contracts.base import decode, new_id
 from shared.contracts.identity import ModelRef, is_valid_name
@@ -58,10 +59,8 @@ def requirements_from(items: list[str | Requirement] | None) -> list[Requirement
     return out
 
 
-class ValidationApi:
+class ValidationApi(ClientHost):
     """Methods that talk to the validator."""
-
-    bus: Bus
 
     async def put_dataset(self, path: str | Path, name: str) -> str:
         """Upload a labelled ``.npz`` under a name (replacing what the name held) and return
@@ -72,7 +71,7 @@ class ValidationApi:
         if not source.is_file():
             raise ArtifactNotFound(f"no such file: {source}")
         # Staged, then stored by the registry: only services write the object store.
-        staged = await self.upload(source, prefix="datasets")  # type: ignore[attr-defined]
+        staged = await self.upload(source, prefix="datasets")
         stored = await self.bus.request(
             subjects.REGISTRY_DATASET_PUT, PutDataset(name=name, uri=staged.uri), DatasetStored, timeout=600.0
         )
@@ -82,7 +81,7 @@ class ValidationApi:
         if dataset is None:
             return None
         if isinstance(dataset, Path) or "://" not in str(dataset):
-            stored = await self.upload(dataset, prefix="datasets")  # type: ignore[attr-defined]
+            stored = await self.upload(dataset, prefix="datasets")
             return stored.uri
         return str(dataset)
 
@@ -119,18 +118,14 @@ class ValidationApi:
             await self.bus.publish(subjects.VALIDATE, command)
             return command.event_id
 
-        def on_reply(reply: dict[str, Any]) -> None:
-            if on_progress is not None and reply.get("type") == "model.validation_progress":
-                on_progress(msgspec.convert(reply, ValidationProgress))
-
-        replies = await self.send_and_collect(  # type: ignore[attr-defined]
+        outcome = await self.send_for_outcome(
             subjects.VALIDATE,
             command,
+            outcomes=_OUTCOME_TYPES,
             timeout=timeout,
-            until=lambda got: any(r.get("type") in _OUTCOME_TYPES for r in got),
-            on_reply=on_reply,
+            progress=ValidationProgress,
+            on_progress=on_progress,
         )
-        outcome = next(r for r in replies if r.get("type") in _OUTCOME_TYPES)
         if outcome["type"] == "model.validation_failed":
             errored = msgspec.convert(outcome, ValidationErrored)
             raise Rejected(errored.reason, errored.message, event=errored)
@@ -140,23 +135,23 @@ class ValidationApi:
         """The latest validation outcome of ``ref`` (resolved through the registry, so
         aliases work): a ``model.validated`` event, a ``model.validation_failed`` one when
         the latest attempt could not run, or None when it was never validated."""
-        view = await self.get(ref)  # type: ignore[attr-defined]
+        view = await self.get(ref)
         exact = view.record.ref
         name = view.record.name
-        found: list[tuple[int, ModelValidated | ValidationErrored]] = []
-        for subject, kind in (
-            (subjects.validated(name), ModelValidated),
-            (subjects.validation_failed(name), ValidationErrored),
-        ):
-            latest = await _latest_for_ref(self.bus, subject, kind, exact, timeout)
-            if latest is not None:
-                found.append(latest)
+        validated = await _latest_for_ref(self.bus, subjects.validated(name), ModelValidated, exact, timeout)
+        errored = await _latest_for_ref(self.bus, subjects.validation_failed(name), ValidationErrored, exact, timeout)
+        found = [latest for latest in (validated, errored) if latest is not None]
         if not found:
             return None
         return max(found, key=lambda item: item[0])[1]
 
 
-async def _latest_for_ref(bus: Bus, subject: str, kind: type, ref: str, timeout: float) -> tuple[int, Any] | None:
+Outcome = TypeVar("Outcome", ModelValidated, ValidationErrored)
+
+
+async def _latest_for_ref(
+    bus: Bus, subject: str, kind: type[Outcome], ref: str, timeout: float
+) -> tuple[int, Outcome] | None:
     """(stream sequence, message) of the newest message on ``subject`` about ``ref``. The
     last message on the subject is read directly; only when it is about another version or
     variant of the model is the subject replayed."""
@@ -170,7 +165,7 @@ async def _latest_for_ref(bus: Bus, subject: str, kind: type, ref: str, timeout:
             return int(last.seq or 0), message
     except msgspec.MsgspecError:
         pass
-    best: tuple[int, Any] | None = None
+    best: tuple[int, Outcome] | None = None
     sub = await bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=js_api.DeliverPolicy.ALL)
     try:
         while True:
@@ -179,12 +174,13 @@ async def _latest_for_ref(bus: Bus, subject: str, kind: type, ref: str, timeout:
             except nats.errors.TimeoutError:
                 break
             meta = msg.metadata
+            replayed: Outcome | None
             try:
-                message = decode(msg.data, kind)
+                replayed = decode(msg.data, kind)
             except msgspec.MsgspecError:
-                message = None
-            if message is not None and message.ref == ref:
-                best = (meta.sequence.stream, message)
+                replayed = None
+            if replayed is not None and replayed.ref == ref:
+                best = (meta.sequence.stream, replayed)
             if meta.num_pending == 0 or meta.sequence.stream >= (last.seq or 0):
                 break
     finally:

@@ -54,6 +54,7 @@ class Event(Message, kw_only=True):
 
 
 M = TypeVar("M", bound=Message)
+S = TypeVar("S", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
 
@@ -63,14 +64,14 @@ def encode(message: msgspec.Struct) -> bytes:
 
 
 class Codec:
-    """Reusable decoders, one per message type (msgspec decoders are cheap to reuse, costly
-    to build)."""
+    """Reusable decoders, one per Struct type (msgspec decoders are cheap to reuse, costly
+    to build): messages and plain request/reply bodies alike."""
 
     def __init__(self) -> None:
         self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
-    def decode(self, data: bytes, kind: type[M]) -> M:
-        decoder = self._decoders.get(kind)
+    def decode(self, data: bytes, kind: type[S]) -> S:
+        decoder: msgspec.json.Decoder[S] | None = self._decoders.get(kind)
         if decoder is None:
             decoder = self._decoders[kind] = msgspec.json.Decoder(kind)
         return decoder.decode(data)

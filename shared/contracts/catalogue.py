@@ -12,13 +12,13 @@ from typing import Any
 import msgspec
 
 from shared.contracts import alerts, benchmark, conversion, registry, validation
-from shared.contracts.base import Command
+from shared.contracts.base import Command, Message
 
 
 @dataclass(frozen=True)
 class SubjectSpec:
     subject: str
-    message: type[msgspec.Struct]
+    message: type[Message]
     publisher: str
     consumers: str
     summary: str
@@ -188,7 +188,7 @@ def spec_for(subject: str) -> SubjectSpec | None:
     return None
 
 
-def message_type_for(subject: str) -> type[msgspec.Struct] | None:
+def message_type_for(subject: str) -> type[Message] | None:
     spec = spec_for(subject)
     return spec.message if spec else None
 

@@ -48,7 +48,11 @@ def is_valid_alias(alias: str) -> bool:
     return isinstance(alias, str) and len(alias) <= 64 and _ALIAS.fullmatch(alias) is not None
 
 
-def version_key(version: str) -> tuple:
+# (major, minor, patch, 1 for a release / 0 for a pre-release, the pre-release's identifiers)
+VersionKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
+
+
+def version_key(version: str) -> VersionKey:
     """Sort key with semver precedence: a pre-release sorts before its release."""
     core, _, pre = version.partition("-")
     major, minor, patch = (int(p) for p in core.split("."))
@@ -85,13 +89,6 @@ class ModelRef:
         if is_valid_alias(target):
             return cls(name=name, alias=target, variant=variant)
         raise InvalidReference(text, f"{target!r} is neither a semantic version (1.2.0) nor an alias name")
-
-    @property
-    def is_exact(self) -> bool:
-        return self.version is not None
-
-    def with_version(self, version: str) -> ModelRef:
-        return ModelRef(name=self.name, version=version, variant=self.variant)
 
     def with_variant(self, variant: str) -> ModelRef:
         return ModelRef(name=self.name, version=self.version, alias=self.alias, variant=variant)

@@ -229,6 +229,25 @@ async def collect(client: Any, ref: str, *, trend_metric: str = "p50_ms") -> Mod
     record: ModelRecord = view.record
     # registered because ONNX Runtime loads it, although onnx.checker objected
     notes: list[str] = [f"verification warning: {w}" for w in record.warnings]
+    variants = await _variants(client, record, notes)
+    await _add_validations(client, variants, notes)
+    await _add_runs(client, record, variants, notes)
+    trend, trend_note = await _trend(client, record, trend_metric)
+    return ModelReport(
+        ref=record.ref,
+        requested=ref,
+        record=record,
+        generated_at=datetime.now(UTC),
+        variants=variants,
+        trend=trend,
+        trend_note=trend_note,
+        notes=notes,
+    )
+
+
+async def _variants(client: Any, record: ModelRecord, notes: list[str]) -> list[VariantReport]:
+    """The record and its sibling variants from the lineage (the record alone when the
+    lineage is unavailable)."""
     base_ref = f"{record.name}@{record.version}"
     nodes: list[LineageNode] = []
     try:
@@ -247,13 +266,15 @@ async def collect(client: Any, ref: str, *, trend_metric: str = "p50_ms") -> Mod
                 parent=record.parent,
             )
         )
-    variants = [
+    return [
         VariantReport(
             ref=n.ref, variant=n.variant, size_bytes=n.size_bytes, parent=n.parent, profile=n.profile, lineage=n
         )
         for n in nodes
     ]
 
+
+async def _add_validations(client: Any, variants: list[VariantReport], notes: list[str]) -> None:
     for v in variants:
         try:
             outcome = await client.report(v.ref)
@@ -265,6 +286,9 @@ async def collect(client: Any, ref: str, *, trend_metric: str = "p50_ms") -> Mod
         elif isinstance(outcome, ValidationErrored):
             v.validation_error = outcome
 
+
+async def _add_runs(client: Any, record: ModelRecord, variants: list[VariantReport], notes: list[str]) -> None:
+    """Each variant's chosen benchmark run and its latency histogram."""
     try:
         result = await client.sql(runs_query(record.name, record.version))
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
@@ -284,25 +308,16 @@ async def collect(client: Any, ref: str, *, trend_metric: str = "p50_ms") -> Mod
     except InferlabError as exc:
         notes.append(f"benchmark history unavailable ({exc.code}): {exc.message}")
 
-    trend = None
-    trend_note = ""
+
+async def _trend(client: Any, record: ModelRecord, metric: str) -> tuple[TrendReport | None, str]:
+    """The trend of ``metric`` across the versions of the record's variant, or why there is none."""
     subject = ModelRef.parse(record.ref)
     across_versions = record.name if subject.variant == BASE_VARIANT else f"{record.name}+{subject.variant}"
     try:
-        trend = await client.trend(across_versions, metric=trend_metric)
+        trend: TrendReport = await client.trend(across_versions, metric=metric)
     except InferlabError as exc:
-        trend_note = f"no trend for {across_versions} ({exc.code}): {exc.message}"
-
-    return ModelReport(
-        ref=record.ref,
-        requested=ref,
-        record=record,
-        generated_at=datetime.now(UTC),
-        variants=variants,
-        trend=trend,
-        trend_note=trend_note,
-        notes=notes,
-    )
+        return None, f"no trend for {across_versions} ({exc.code}): {exc.message}"
+    return trend, ""
 
 
 # --- figures the renderers share -------------------------------------------------------------
@@ -320,6 +335,14 @@ def noise_curve(validation: ModelValidated | None) -> list[tuple[float, float]]:
     if outcome is None or outcome.status in ("skipped", "error"):
         return []
     return [(float(p["strength"]), float(p["accuracy"])) for p in outcome.figures.get("curve", [])]
+
+
+def metric_change(row: dict[str, Any], arrow: str) -> str:
+    """``accuracy 0.9500 -> 0.9400``: a parity row's task metric on the parent and on the
+    variant; empty when it was not measured."""
+    if row["metric"] and row["metric_source"] is not None and row["metric_variant"] is not None:
+        return f"{row['metric']} {row['metric_source']:.4f} {arrow} {row['metric_variant']:.4f}"
+    return ""
 
 
 def parity_rows(v: VariantReport) -> list[dict[str, Any]]:

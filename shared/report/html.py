@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from shared.contracts.registry import TensorSpec
 from shared.contracts.validation import CriterionResult
 from shared.report import svg
 from shared.report.data import (
@@ -14,6 +15,7 @@ from shared.report.data import (
     check,
     format_number,
     mcnemar,
+    metric_change,
     noise_curve,
     parity_rows,
 )
@@ -113,7 +115,10 @@ def _header(report: ModelReport) -> str:
         badge += esc(s.validation.verdict_words) + "</span>"
     else:
         badge = '<span class="badge unknown">NOT VALIDATED</span>'
-    io = lambda specs: ", ".join(f"{esc(t.name)} {esc(t.dtype)}{_shape(t.shape)}" for t in specs)  # noqa: E731
+
+    def io(specs: list[TensorSpec]) -> str:
+        return ", ".join(f"{esc(spec.name)} {esc(spec.dtype)}{_shape(spec.shape)}" for spec in specs)
+
     facts = [
         ("task", r.task or "?"),
         ("size", f"{r.size_bytes:,} bytes"),
@@ -165,10 +170,10 @@ def _readiness(report: ModelReport) -> str:
     s = report.subject
     out = ["<h2 id='readiness'>Readiness</h2>", _variants_table(report)]
     if s.validation_error is not None:
-        e = s.validation_error
+        errored = s.validation_error
         out.append(
-            f"<p class='fail'>The latest validation of {esc(s.ref)} could not run ({esc(e.reason)}): "
-            f"{esc(e.message)}</p>"
+            f"<p class='fail'>The latest validation of {esc(s.ref)} could not run ({esc(errored.reason)}): "
+            f"{esc(errored.message)}</p>"
         )
     if s.validation is None:
         out.append(f"<p class='muted'>{esc(s.ref)} has not been validated yet: no checklist to show.</p>")
@@ -252,13 +257,13 @@ def _latency(report: ModelReport) -> str:
 
 def _trend(report: ModelReport) -> str:
     out = ["<h2 id='trend'>History trend</h2>"]
-    t = report.trend
-    if t is None or not t.points:
+    trend = report.trend
+    if trend is None or not trend.points:
         return out[0] + f"<p class='muted'>{esc(report.trend_note or 'No runs in the history yet.')}</p>"
-    p50 = [(i + 1.0, p.p50_ms) for i, p in enumerate(t.points)]
-    p99 = [(i + 1.0, p.p99_ms) for i, p in enumerate(t.points)]
-    marks = [svg.FAIL if p.status == "regression" else "" for p in t.points]
-    vlines = [svg.VLine(c.index + 0.5, f"{c.ratio:.2f}x at {c.version}") for c in t.change_points]
+    p50 = [(i + 1.0, p.p50_ms) for i, p in enumerate(trend.points)]
+    p99 = [(i + 1.0, p.p99_ms) for i, p in enumerate(trend.points)]
+    marks = [svg.FAIL if p.status == "regression" else "" for p in trend.points]
+    vlines = [svg.VLine(c.index + 0.5, f"{c.ratio:.2f}x at {c.version}") for c in trend.change_points]
     chart = svg.line_chart(
         [svg.Series("p50 ms", p50, marker_colors=marks), svg.Series("p99 ms", p99, dashed=True)],
         title="benchmark history",
@@ -266,22 +271,24 @@ def _trend(report: ModelReport) -> str:
         y_label="latency (ms)",
         vlines=vlines,
         x_fmt=lambda v: f"{v:.0f}",
-        x_ticks=[float(t) for t in integer_ticks(len(t.points))],
+        x_ticks=[float(tick) for tick in integer_ticks(len(trend.points))],
     )
     slope = ""
-    if t.slope_per_day is not None and not t.message:
+    if trend.slope_per_day is not None and not trend.message:
         rel = (
-            f" ({t.relative_slope_per_day:+.2%} of the median per day)" if t.relative_slope_per_day is not None else ""
+            f" ({trend.relative_slope_per_day:+.2%} of the median per day)"
+            if trend.relative_slope_per_day is not None
+            else ""
         )
         slope = (
-            f"Theil-Sen slope of {esc(t.metric)}: {t.slope_per_day:+.4g} ms/day{rel}, 95% CI "
-            f"[{_num(t.slope_low)}, {_num(t.slope_high)}]: <b>{esc(t.direction)}</b>. "
+            f"Theil-Sen slope of {esc(trend.metric)}: {trend.slope_per_day:+.4g} ms/day{rel}, 95% CI "
+            f"[{_num(trend.slope_low)}, {_num(trend.slope_high)}]: <b>{esc(trend.direction)}</b>. "
         )
     out.append(
-        f"<figure>{chart}<figcaption>{len(t.points)} run(s) of {esc(t.ref)} on {esc(t.config_key)} "
-        f"(hardware {esc(t.hardware_id[:12])}), all versions. Dashed red lines: change points (ruptures PELT on "
-        f"log {esc(t.metric)}); red dots: runs flagged as regressions. "
-        f"{slope}{esc(t.message)}</figcaption></figure>"
+        f"<figure>{chart}<figcaption>{len(trend.points)} run(s) of {esc(trend.ref)} on {esc(trend.config_key)} "
+        f"(hardware {esc(trend.hardware_id[:12])}), all versions. Dashed red lines: change points (ruptures PELT on "
+        f"log {esc(trend.metric)}); red dots: runs flagged as regressions. "
+        f"{slope}{esc(trend.message)}</figcaption></figure>"
     )
     rows = [
         [
@@ -295,7 +302,7 @@ def _trend(report: ModelReport) -> str:
             esc(p.status),
             _num(p.median_ratio),
         ]
-        for i, p in enumerate(t.points[-20:], start=max(0, len(t.points) - 20))
+        for i, p in enumerate(trend.points[-20:], start=max(0, len(trend.points) - 20))
     ]
     out.append(
         _table(
@@ -304,10 +311,10 @@ def _trend(report: ModelReport) -> str:
             {4, 5, 6, 8},
         )
     )
-    if t.change_points:
+    if trend.change_points:
         rows = [
             [esc(c.version), f"{c.started_at:%Y-%m-%d %H:%M:%S}", _num(c.before), _num(c.after), f"{c.ratio:.3f}x"]
-            for c in t.change_points
+            for c in trend.change_points
         ]
         out.append(
             "<h3>Change points</h3>" + _table(["from version", "at (UTC)", "before", "after", "ratio"], rows, {2, 3, 4})
@@ -315,9 +322,11 @@ def _trend(report: ModelReport) -> str:
     return "".join(out)
 
 
-def _parity(report: ModelReport) -> str:
-    out = ["<h2 id='parity'>Parity of each variant with its parent</h2>"]
-    bars, rows = [], []
+def _parity_figures(report: ModelReport) -> tuple[list[tuple[str, float, float | None, bool]], list[list[str]]]:
+    """The error bars (label, max abs error, atol, passed) and the table rows of every
+    converted variant's outputs."""
+    bars: list[tuple[str, float, float | None, bool]] = []
+    rows: list[list[str]] = []
     for v in report.variants:
         if v.parent is None:
             continue
@@ -326,9 +335,7 @@ def _parity(report: ModelReport) -> str:
             label = f"{v.variant} · {r['output']}"
             if r["compared"] and r["max_abs_error"] is not None:
                 bars.append((label, r["max_abs_error"], r["atol"], r["passed"]))
-            metric = ""
-            if r["metric"] and r["metric_source"] is not None and r["metric_variant"] is not None:
-                metric = f"{esc(r['metric'])} {r['metric_source']:.4f} → {r['metric_variant']:.4f}"
+            metric = esc(metric_change(r, "→"))
             rows.append(
                 [
                     esc(v.variant),
@@ -363,6 +370,12 @@ def _parity(report: ModelReport) -> str:
                     "<span class='muted'>no conversion report (registered by hand)</span>",
                 ]
             )
+    return bars, rows
+
+
+def _parity(report: ModelReport) -> str:
+    out = ["<h2 id='parity'>Parity of each variant with its parent</h2>"]
+    bars, rows = _parity_figures(report)
     if not rows:
         return out[0] + "<p class='muted'>No converted variants of this version.</p>"
     if bars:

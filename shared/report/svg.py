@@ -67,8 +67,8 @@ def log_ticks(lo: float, hi: float) -> list[float]:
         return []
     out = []
     for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        for m in (1, 2, 5):
-            v = m * 10.0**exp
+        for mantissa in (1.0, 2.0, 5.0):
+            v = mantissa * 10.0**exp
             if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9):
                 out.append(v)
     if len(out) > 9:
@@ -76,8 +76,8 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     if len(out) < 3:  # a narrow range: denser mantissas, still round numbers
         out = []
         for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-            for m in (1, 1.5, 2, 3, 4, 5, 7):
-                v = m * 10.0**exp
+            for mantissa in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0):
+                v = mantissa * 10.0**exp
                 if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9):
                     out.append(v)
     if len(out) < 2:

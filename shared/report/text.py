@@ -3,13 +3,14 @@ unicode sparklines where the page has plots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.report.data import ModelReport, check, format_number, mcnemar, noise_curve, parity_rows
+from shared.report.data import ModelReport, check, format_number, mcnemar, metric_change, noise_curve, parity_rows
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -33,6 +34,7 @@ def sparkline(values: list[float], *, lo: float | None = None, hi: float | None 
 
 
 _n = format_number
+Print = Callable[..., None]
 
 
 class _Section:
@@ -62,7 +64,16 @@ def render_text(report: ModelReport, console: Console) -> None:
     p = console.print
     for note in report.notes:
         p(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    _variants(report, p)
+    _latency(report, p)
+    _history(report, p)
+    _parity(report, p)
+    _robustness(report, p)
+    _fairness(report, p)
 
+
+def _variants(report: ModelReport, p: Print) -> None:
+    """One row per variant: size, latency, accuracy and readiness."""
     rows = []
     for v in report.variants:
         run = v.run or {}
@@ -95,6 +106,9 @@ def render_text(report: ModelReport, console: Console) -> None:
         )
     )
 
+
+def _latency(report: ModelReport, p: Print) -> None:
+    """The latency histogram of each measured variant as a sparkline."""
     measured = [v for v in report.variants if v.histogram is not None and v.run is not None]
     if measured:
         rows = []
@@ -112,7 +126,9 @@ def render_text(report: ModelReport, console: Console) -> None:
                     sparkline([float(c) for c in h.counts], lo=0.0, gaps=True),
                 ]
             )
-        edges = measured[0].histogram.edges_ms  # type: ignore[union-attr]
+        first_histogram = measured[0].histogram
+        assert first_histogram is not None
+        edges = first_histogram.edges_ms
         p(
             _table(
                 f"latency distribution per variant (histogram over {edges[0]:.4g}..{edges[-1]:.4g} ms, log-spaced)",
@@ -124,12 +140,15 @@ def render_text(report: ModelReport, console: Console) -> None:
     else:
         p("[dim]latency: no benchmark run in the history for these variants yet[/]")
 
-    t = report.trend
-    if t is not None and t.points:
-        changes = {c.index: c for c in t.change_points}
+
+def _history(report: ModelReport, p: Print) -> None:
+    """The last runs of the trend, its change points and its Theil-Sen slope."""
+    trend = report.trend
+    if trend is not None and trend.points:
+        changes = {c.index: c for c in trend.change_points}
         rows = []
-        first = max(0, len(t.points) - 15)
-        for i, pt in enumerate(t.points[first:], start=first):
+        first = max(0, len(trend.points) - 15)
+        for i, pt in enumerate(trend.points[first:], start=first):
             mark = f"◆ {changes[i].ratio:.2f}x" if i in changes else ""
             rows.append(
                 [
@@ -144,32 +163,33 @@ def render_text(report: ModelReport, console: Console) -> None:
             )
         p(
             _table(
-                f"history of {t.ref} on {t.config_key}: {t.metric} {sparkline(t.values)}",
+                f"history of {trend.ref} on {trend.config_key}: {trend.metric} {sparkline(trend.values)}",
                 ["run", "started (UTC)", "version", "p50 ms", "p99 ms", "verdict", "change point"],
                 rows,
                 {3, 4},
             )
         )
-        if t.message:
-            p(f"  {escape(t.message)}", highlight=False)
-        elif t.slope_per_day is not None:
+        if trend.message:
+            p(f"  {escape(trend.message)}", highlight=False)
+        elif trend.slope_per_day is not None:
             p(
-                f"  Theil-Sen slope {t.slope_per_day:+.4g} ms/day, 95% CI [{_n(t.slope_low)}, {_n(t.slope_high)}]: "
-                f"{t.direction}. {escape(t.message)}",
+                f"  Theil-Sen slope {trend.slope_per_day:+.4g} ms/day, "
+                f"95% CI [{_n(trend.slope_low)}, {_n(trend.slope_high)}]: {trend.direction}. {escape(trend.message)}",
                 highlight=False,
             )
     else:
         p(f"[dim]history: {escape(report.trend_note or 'no runs yet')}[/]")
 
+
+def _parity(report: ModelReport, p: Print) -> None:
+    """Per output of each converted variant: the parity figures against its parent."""
     rows = []
     for v in report.variants:
         if v.parent is None:
             continue
         mc = mcnemar(v)
         for r in parity_rows(v):
-            metric = ""
-            if r["metric"] and r["metric_source"] is not None and r["metric_variant"] is not None:
-                metric = f"{r['metric']} {r['metric_source']:.4f} -> {r['metric_variant']:.4f}"
+            metric = metric_change(r, "->")
             rows.append(
                 [
                     escape(v.variant),
@@ -193,6 +213,9 @@ def render_text(report: ModelReport, console: Console) -> None:
             )
         )
 
+
+def _robustness(report: ModelReport, p: Print) -> None:
+    """Accuracy under noise per variant, and each adversarial check's summary."""
     curves = [(v.variant, noise_curve(v.validation)) for v in report.variants]
     curves = [(name, c) for name, c in curves if c]
     if curves:
@@ -214,6 +237,9 @@ def render_text(report: ModelReport, console: Console) -> None:
         if outcome is not None and outcome.status not in ("skipped", "error"):
             p(f"  adversarial {escape(name)}: {escape(outcome.summary)}", highlight=False)
 
+
+def _fairness(report: ModelReport, p: Print) -> None:
+    """Per-group figures of the subject's fairness check."""
     outcome = check(report.subject.validation, "fairness")
     if outcome is not None and outcome.status not in ("skipped", "error"):
         f = outcome.figures

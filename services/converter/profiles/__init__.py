@@ -6,18 +6,12 @@ the registry that names them.
 
 from __future__ import annotations
 
+from services.converter.errors import UnknownProfile
 from services.converter.profiles.base import (
     ConversionContext,
-    ConversionError,
     Converted,
-    InvalidOptions,
-    NeedsCalibration,
-    NotApplicable,
     Profile,
-    ProfileError,
     Runner,
-    Unavailable,
-    UnsupportedModel,
 )
 from services.converter.profiles.fp16 import Float16
 from services.converter.profiles.opset import PATTERN as OPSET_PATTERN
@@ -25,11 +19,6 @@ from services.converter.profiles.opset import OpsetConvert, latest_opset
 from services.converter.profiles.ort_opt import OrtOptimize
 from services.converter.profiles.quantize import Int8Dynamic, Int8Static
 from services.converter.profiles.tensorrt import TensorRTEngine
-
-
-class UnknownProfile(ProfileError):
-    reason = "unknown_profile"
-
 
 _FIXED: dict[str, Profile] = {
     p.id: p
@@ -64,17 +53,9 @@ def all_profiles() -> list[Profile]:
 
 __all__ = [
     "ConversionContext",
-    "ConversionError",
     "Converted",
-    "InvalidOptions",
-    "NeedsCalibration",
-    "NotApplicable",
     "Profile",
-    "ProfileError",
     "Runner",
-    "Unavailable",
-    "UnknownProfile",
-    "UnsupportedModel",
     "all_profiles",
     "get_profile",
 ]

@@ -1,11 +1,12 @@
-"""The interface every conversion profile implements, its errors, and the ONNX Runtime runner
-that parity checks use for ONNX variants.
+"""The interface every conversion profile implements and the ONNX Runtime runner that parity
+checks use for ONNX variants.
 
 A profile is a small, synchronous, pure-ish object: ``convert(context)`` reads the source
-file and writes the variant into ``context.workdir``; it never touches the network. Errors are
-precise: ``NotApplicable`` (nothing for this profile to do on this model: reported as a skip),
-``Unavailable`` (cannot run on this host), ``NeedsCalibration``, ``UnsupportedModel`` (the
-profile cannot handle this graph) and ``ConversionError`` (the library failed).
+file and writes the variant into ``context.workdir``; it never touches the network. Errors
+(services/converter/errors.py) are precise: ``NotApplicable`` (nothing for this profile to do
+on this model: reported as a skip), ``Unavailable`` (cannot run on this host),
+``NeedsCalibration``, ``UnsupportedModel`` (the profile cannot handle this graph) and
+``ConversionError`` (the library failed).
 """
 
 from __future__ import annotations
@@ -23,50 +24,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from services.converter.errors import InvalidOptions, RuntimeLoadError, UnsupportedModel
 from services.converter.inputs import InputSet
 from services.converter.tolerances import default_for
-from shared.contracts.conversion import (
-    REASON_CONVERSION_ERROR,
-    REASON_INVALID_REQUEST,
-    REASON_NEEDS_CALIBRATION,
-    REASON_NOT_APPLICABLE,
-    REASON_UNAVAILABLE_ON_HOST,
-    REASON_UNSUPPORTED_MODEL,
-    Tolerance,
-)
+from shared.contracts.conversion import Tolerance
 from shared.contracts.registry import FORMAT_ONNX, TensorSpec
-
-
-class ProfileError(Exception):
-    reason = REASON_CONVERSION_ERROR
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotApplicable(ProfileError):
-    reason = REASON_NOT_APPLICABLE
-
-
-class Unavailable(ProfileError):
-    reason = REASON_UNAVAILABLE_ON_HOST
-
-
-class NeedsCalibration(ProfileError):
-    reason = REASON_NEEDS_CALIBRATION
-
-
-class UnsupportedModel(ProfileError):
-    reason = REASON_UNSUPPORTED_MODEL
-
-
-class ConversionError(ProfileError):
-    reason = REASON_CONVERSION_ERROR
-
-
-class InvalidOptions(ProfileError):
-    reason = REASON_INVALID_REQUEST
 
 
 @dataclass
@@ -118,11 +80,7 @@ class OrtRunner(Runner):
         return dict(zip(self.output_names, values, strict=True))
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
-
-
-class RuntimeLoadError(Exception):
-    """The runtime refused to load a model (e.g. an operator without a kernel)."""
+        self.session = None
 
 
 @dataclass

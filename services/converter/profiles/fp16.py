@@ -43,14 +43,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from services.converter.profiles.base import (
-    ConversionContext,
+from services.converter.errors import (
     ConversionError,
-    Converted,
     InvalidOptions,
     NotApplicable,
-    Profile,
     RuntimeLoadError,
+)
+from services.converter.profiles.base import (
+    ConversionContext,
+    Converted,
+    Profile,
     check_known,
     first_line,
     graphs,

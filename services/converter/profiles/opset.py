@@ -9,14 +9,16 @@ import re
 
 import onnx
 
-from services.converter.profiles.base import (
-    ConversionContext,
+from services.converter.errors import (
     ConversionError,
-    Converted,
     InvalidOptions,
     NotApplicable,
-    Profile,
     UnsupportedModel,
+)
+from services.converter.profiles.base import (
+    ConversionContext,
+    Converted,
+    Profile,
     default_opset,
     first_line,
     load_model,

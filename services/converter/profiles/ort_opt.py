@@ -13,12 +13,14 @@ from typing import Any
 
 import onnx
 
+from services.converter.errors import (
+    ConversionError,
+    UnsupportedModel,
+)
 from services.converter.profiles.base import (
     ConversionContext,
-    ConversionError,
     Converted,
     Profile,
-    UnsupportedModel,
     check_known,
     first_line,
     op_histogram,

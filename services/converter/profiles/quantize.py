@@ -28,14 +28,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-from services.converter.inputs import InputSet
-from services.converter.profiles.base import (
-    ConversionContext,
+from services.converter.errors import (
     ConversionError,
-    Converted,
     InvalidOptions,
     NeedsCalibration,
     NotApplicable,
+)
+from services.converter.inputs import InputSet
+from services.converter.profiles.base import (
+    ConversionContext,
+    Converted,
     Profile,
     check_known,
     default_opset,

@@ -24,16 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from services.converter.errors import (
+    ConversionError,
+    InvalidOptions,
+    Unavailable,
+    UnsupportedModel,
+)
 from services.converter.inputs import DEFAULT_BATCH
 from services.converter.profiles.base import (
     ConversionContext,
-    ConversionError,
     Converted,
-    InvalidOptions,
     Profile,
     Runner,
-    Unavailable,
-    UnsupportedModel,
     check_known,
     first_line,
 )
@@ -83,7 +85,7 @@ def profile_shapes(
     """(min, opt, max) of one input; -1 marks a dynamic dimension in ``dims``."""
     explicit = [options.get(k, {}).get(name) for k in ("min_shapes", "opt_shapes", "max_shapes")]
     if all(explicit):
-        return explicit[0], explicit[1], explicit[2]  # type: ignore[return-value]
+        return explicit[0], explicit[1], explicit[2]
     given = shapes.get(name)
     opt = [d if d >= 0 else (given[i] if given else (batch if i == 0 else 1)) for i, d in enumerate(dims)]
     low = [d if d >= 0 else 1 for d in dims]
@@ -244,7 +246,7 @@ class TensorRTRunner(Runner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.stream = torch.cuda.Stream()
+        self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
         trt, torch = self.trt, self.torch
