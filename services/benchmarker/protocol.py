@@ -5,9 +5,10 @@ concurrency), and the hardware fingerprint runs are compared under.
    from the model's input specs, or rows of the registered dataset) before any timing.
 2. One checked inference, then ``warmup_s`` of untimed-for-the-record inferences.
 3. Measurement windows of ``window_s`` each (extended until at least ``MIN_WINDOW_SAMPLES``
-   inferences completed), until the last three windows agree within ``stability_threshold``
-   on both median latency and throughput and ``min_duration_s`` passed (perf_analyzer's rule),
-   or ``max_duration_s`` ends, in which case the run is flagged unstable.
+   inferences completed, or past ``max_duration_s`` until at least one did), until the last
+   three windows agree within ``stability_threshold`` on both median latency and throughput
+   and ``min_duration_s`` passed (perf_analyzer's rule), or ``max_duration_s`` ends, in which
+   case the run is flagged unstable.
 4. Every inference latency is a ``time.perf_counter_ns()`` difference around the inference call
    alone. ``concurrency`` threads loop on one shared session; throughput is the inferences
    completed inside the windows divided by the windows' wall time.
@@ -53,7 +54,7 @@ from services.benchmarker.runners import (
     RunFailed,
     TensorRTEngineRunner,
 )
-from services.benchmarker.stats import is_stable
+from services.benchmarker.stats import is_stable, window_closes
 from shared import sandbox
 from shared.errors import NativeOutOfMemory, NativeTimeout
 from shared.inputs import draw, shape_at
@@ -374,7 +375,7 @@ def _timed_windows(spec: MeasureSpec, calls: list[Any]) -> dict[str, Any]:
                 now = clock()
                 if now >= window_end:
                     current = [len(lp.latencies) for lp in loops]
-                    if sum(current) - sum(marks) >= MIN_WINDOW_SAMPLES or now >= max_end:
+                    if window_closes(sum(current) - sum(marks), MIN_WINDOW_SAMPLES, now >= max_end):
                         break
                 _check_loops(loops)
                 time.sleep(min(0.01, max(0.0005, (window_end - now) / 1e9)))
@@ -385,7 +386,7 @@ def _timed_windows(spec: MeasureSpec, calls: list[Any]) -> dict[str, Any]:
                     for lp, m, c in zip(loops, marks, current, strict=True)
                 ]
             )
-            medians.append(float(np.median(window_lat)) / 1e6 if window_lat.size else float("nan"))
+            medians.append(float(np.median(window_lat)) / 1e6)
             throughputs.append(window_lat.size / ((now - window_start) / 1e9))
             boundaries.append(current)
             marks, window_start = current, now

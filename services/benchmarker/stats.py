@@ -125,6 +125,15 @@ def windows_agree(values: list[float] | np.ndarray, threshold: float, last: int 
     return bool(tail.max() / tail.min() - 1.0 <= threshold)
 
 
+def window_closes(samples: int, min_samples: int, budget_spent: bool) -> bool:
+    """Whether a measurement window that reached its end time may close with ``samples``
+    inferences completed in it: once it holds ``min_samples``, or once the time budget is spent
+    and it holds at least one. A window with none has no median (NaN, which JSON carries as
+    null and the contracts refuse); on a loaded host one slow inference can outlast the budget's
+    last stretch, so that window waits for it."""
+    return samples >= min_samples or (budget_spent and samples > 0)
+
+
 def is_stable(medians: list[float], throughputs: list[float], threshold: float, last: int = 3) -> bool:
     """Stable when the last three windows agree on median latency *and* throughput."""
     return windows_agree(medians, threshold, last) and windows_agree(throughputs, threshold, last)

@@ -108,10 +108,22 @@ class Runner:
         first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
         self.fixed_batch = first if isinstance(first, int) and first > 0 else None
         self.batch_size = self.fixed_batch or max(1, batch_size)
+        # Inputs that do not carry the batch: scalars, and, in a fixed-batch model, inputs whose
+        # leading size is fixed at another value (Silero VAD's state [2, 1, 128] beside its
+        # audio [1, 576]). Each call gets them whole; slicing them by rows broke every call.
+        self.whole_inputs = {s.name for s in self.inputs if self._whole(s.shape)}
         try:
             self.facts = read_graph_facts(path)
         except Exception:  # ORT loaded it; facts are a convenience
             self.facts = GraphFacts(class_labels=None, int_bounds={})
+
+    def _whole(self, shape: list[int | str | None] | None) -> bool:
+        if shape is None:
+            return False
+        if not shape:
+            return True
+        lead = shape[0]
+        return self.fixed_batch is not None and isinstance(lead, int) and lead > 0 and lead != self.fixed_batch
 
     @property
     def declared_outputs(self) -> list[TensorSpec]:
@@ -151,14 +163,15 @@ class Runner:
 
     def run(self, feeds: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, Any]:
         feeds = feeds if prepared else self.prepare(feeds)
-        n = len(next(iter(feeds.values())))
+        rows = [k for k in feeds if k not in self.whole_inputs] or list(feeds)
+        n = len(feeds[rows[0]])
         parts: dict[str, list[Any]] = {name: [] for name in self.output_names}
         unbatched: dict[str, Any] = {}
         for start in range(0, n, self.batch_size):
-            chunk = {k: v[start : start + self.batch_size] for k, v in feeds.items()}
-            size = len(next(iter(chunk.values())))
+            chunk = {k: v if k in self.whole_inputs else v[start : start + self.batch_size] for k, v in feeds.items()}
+            size = len(chunk[rows[0]])
             if self.fixed_batch and size < self.fixed_batch:
-                chunk = {k: _pad(v, self.fixed_batch) for k, v in chunk.items()}
+                chunk = {k: v if k in self.whole_inputs else _pad(v, self.fixed_batch) for k, v in chunk.items()}
             try:
                 results = self.session.run(self.output_names, chunk)
             except Exception as exc:
@@ -169,11 +182,7 @@ class Runner:
             for name, value in zip(self.output_names, results, strict=True):
                 if isinstance(value, list):
                     parts[name].extend(value[:size])
-                elif (
-                    isinstance(value, np.ndarray)
-                    and value.ndim > 0
-                    and value.shape[0] == len(next(iter(chunk.values())))
-                ):
+                elif isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == len(chunk[rows[0]]):
                     parts[name].append(value[:size])
                 else:
                     unbatched.setdefault(name, value)

@@ -84,6 +84,12 @@ def _input_dims(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> dict[s
     return dims
 
 
+def _first_rows(feeds: dict[str, np.ndarray], n: int, rows: int) -> dict[str, np.ndarray]:
+    """The first ``rows`` samples of ``feeds``: inputs that hold the ``n`` samples are cut,
+    the others (a recurrent state [2, 1, 128] beside [n, 576] audio, a scalar) stay whole."""
+    return {k: v[:rows] if np.ndim(v) and len(v) == n else v for k, v in feeds.items()}
+
+
 def _max_difference(a: Any, b: Any) -> float:
     """0.0 when bit-identical (NaN equal to NaN); the largest absolute difference otherwise
     (inf when the values cannot be compared numerically)."""
@@ -128,7 +134,7 @@ def check_structure(
         result.outputs[name] = _output_figures(name, value, result.problems)
     one_call, one_feeds, rows = first, feeds, n
     if batched and call_rows is not None and 0 < call_rows < n:
-        one_feeds, rows = {k: v[:call_rows] for k, v in feeds.items()}, call_rows
+        one_feeds, rows = _first_rows(feeds, n, call_rows), call_rows
         try:
             one_call = run(one_feeds)
         except Exception as exc:
@@ -186,7 +192,7 @@ def _batch_consistency(
     """Sample 0 alone against inside the batch: a figure, not judged (kernels pick other
     accumulation orders per batch size); failing to run alone is a problem."""
     try:
-        alone = run({k: v[:1] for k, v in feeds.items()})
+        alone = run(_first_rows(feeds, n, 1))
         diffs = [
             _max_difference(first[k][:1], alone[k])
             for k in first

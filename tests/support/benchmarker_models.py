@@ -63,6 +63,28 @@ def fixed_batch_model(path: Path, batch: int = 2) -> Path:
     return path
 
 
+def slow_model(path: Path, width: int = 512, layers: int = 6) -> Path:
+    """One inference of tens of milliseconds on one thread (``layers`` [width, width] MatMuls
+    over ``width`` rows): slower than a measuring budget of a millisecond."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}")
+        for i in range(layers)
+    ]
+    names = ["x", *(f"h{i}" for i in range(1, layers)), "y"]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [names[i], f"w{i}"], [names[i + 1]]) for i in range(layers)],
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [width, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [width, width])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def telemetry_batches(
     name: str,
     levels: list[tuple[float, int]],

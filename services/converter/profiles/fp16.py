@@ -104,6 +104,38 @@ def neutralize_noop_casts(model: onnx.ModelProto) -> int:
     return changed
 
 
+def route_outer_inputs(model: onnx.ModelProto) -> list[str]:
+    """Give subgraphs a main-graph Identity of each float graph input they read, in place;
+    returns the inputs so routed.
+
+    ``keep_io_types`` casts a float32 graph input to float16 and renames its readers in the
+    main graph only: an If or Loop body that reads the input from the outer scope still gets
+    float32 against float16 weights ("Type parameter (T) of Optype (Conv) bound to different
+    types" in Silero VAD's sample-rate branches), and the load repair then had to keep the
+    whole If in float32. Read through an Identity in the main graph, the body gets the cast
+    tensor like any other node."""
+    floats = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in FLOAT_TYPES}
+    if not floats:
+        return []
+    renamed: dict[str, str] = {}
+    taken = {x for g in graphs(model) for n in g.node for x in (*n.input, *n.output)}
+    for graph in graphs(model)[1:]:
+        local = {v.name for v in graph.input} | {i.name for i in graph.initializer}
+        local |= {x for n in graph.node for x in n.output}
+        for node in graph.node:
+            for k, name in enumerate(node.input):
+                if name in floats and name not in local:
+                    if name not in renamed:
+                        routed = f"{name}__outer"
+                        while routed in taken:
+                            routed += "_"
+                        renamed[name] = routed
+                    node.input[k] = renamed[name]
+    for k, (name, routed) in enumerate(sorted(renamed.items())):
+        model.graph.node.insert(k, onnx.helper.make_node("Identity", [name], [routed], name=f"{routed}_identity"))
+    return sorted(renamed)
+
+
 def _fp16_in(graph: onnx.GraphProto) -> set[str]:
     return {v.name for v in (*graph.value_info, *graph.output) if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
 
@@ -287,8 +319,14 @@ class Float16(Profile):
             )
         fixes = normalize_opset_imports(model)
         noop_casts = neutralize_noop_casts(model)
+        routed = route_outer_inputs(model)
         typed = add_runtime_types(model, context.sample) if context.sample is not None else 0
-        return model, {"fixes": fixes, "noop_casts_removed": noop_casts, "types_from_runtime": typed}
+        return model, {
+            "fixes": fixes,
+            "noop_casts_removed": noop_casts,
+            "types_from_runtime": typed,
+            "inputs_routed_to_subgraphs": routed,
+        }
 
     def _convert_once(
         self, model: onnx.ModelProto, opts: dict[str, Any], blocked_ops: set[str], blocked_nodes: set[str]
