@@ -160,6 +160,11 @@ def events_markdown() -> str:
         "defaults. Facts end with the model name token: subscribe to `model.registered.>` or",
         "`alerts.*.*.resnet50`. An invalid model name is replaced by the token `_`.",
         "",
+        "Every message also carries CloudEvents 1.0 binary-mode headers beside the unchanged JSON",
+        "body: `ce-specversion` (`1.0`), `ce-id` (= `event_id`), `ce-type` (= `type`), `ce-source`",
+        "(`/inferlab/<service>`), `ce-time` (= `occurred_at`), `ce-subject` (the model name; facts",
+        "only) and `content-type: application/json`, so a CloudEvents SDK reads them as events.",
+        "",
         "| subject | message | publisher | consumers |",
         "|---|---|---|---|",
     ]

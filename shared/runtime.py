@@ -20,6 +20,7 @@ import msgspec
 from shared.bus import Bus
 from shared.config import Settings, SettingsError
 from shared.endpoints import Endpoint, serve
+from shared.envelope import event_source
 from shared.errors import InferlabError
 from shared.log import configure, get_logger
 from shared.worker import Worker
@@ -64,6 +65,8 @@ class ServiceHost:
     def __init__(self, bus: Bus, service: Service) -> None:
         self.bus = bus
         self.service = service
+        # Its facts name the service as their CloudEvents source, whatever the connection is called.
+        bus.source = event_source(service.name)
         self.started = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._micro: MicroService | None = None
