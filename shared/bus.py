@@ -4,7 +4,8 @@
 - ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER, and
   UPLOADS, the staging area of pipelines' uploads: shared/artifacts.py).
 - ``Bus.publish``: JetStream publish of a Struct with ``Nats-Msg-Id`` = ``event_id`` (dedupe)
-  and CloudEvents binary-mode ``ce-*`` headers (shared/envelope.py), awaiting the PubAck,
+  and CloudEvents binary-mode ``ce-*`` headers (shared/envelope.py) and the current W3C trace
+  context (shared/tracing.py), awaiting the PubAck,
   retried while the server is reconnecting.
 - ``Worker`` (shared/worker.py) runs the durable consumer loop on top of this.
 """
@@ -48,6 +49,7 @@ from shared.errors import (
     UnknownModel,
 )
 from shared.log import get_logger
+from shared.tracing import inject as inject_trace
 
 T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
@@ -452,6 +454,7 @@ class Bus:
     ) -> js_api.PubAck:
         headers = cloudevent_headers(subject, message, event_id=event_id, source=self.source)
         headers[MSG_ID_HEADER] = event_id
+        inject_trace(headers)
         if message.correlation_id:
             headers[CORRELATION_HEADER] = message.correlation_id
         payload = encode(message)
