@@ -69,7 +69,7 @@ def _header_schemas() -> dict[str, Any]:
         "ce-type": text("CloudEvents type: the message's type, e.g. model.registered."),
         "ce-source": text("CloudEvents source: /inferlab/<service> for a service's facts."),
         "ce-time": {"type": "string", "format": "date-time", "description": "CloudEvents time: occurred_at."},
-        "ce-subject": text("CloudEvents subject: the model name (facts only)."),
+        "ce-subject": text("CloudEvents subject (facts only): the model name, the service on dead letters."),
         "content-type": {"type": "string", "const": "application/json"},
         "Nats-Msg-Id": text("JetStream dedupe id: the event_id."),
         "Inferlab-Correlation-Id": text("The correlation_id, for log search without decoding the body."),

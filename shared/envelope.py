@@ -38,8 +38,9 @@ def rfc3339(when: datetime) -> str:
 
 def cloudevent_headers(subject: str, message: Message, *, event_id: str, source: str) -> dict[str, str]:
     """The binary-mode headers of one message published on ``subject``. ``ce-subject`` is
-    the model name for facts, whose subjects end with it (``model.registered.<name>``); a
-    command's subject names no model, so it carries none."""
+    the last token of a fact's subject: the model name (``model.registered.<name>``), or the
+    service on dead letters (``deadletter.<service>``). A command's subject names neither, so
+    it carries none."""
     attributes = {
         "specversion": SPECVERSION,
         "id": message.event_id or event_id,
