@@ -13,7 +13,7 @@ EXTRAS ?= dev,torch
 PYTEST_ARGS ?=
 DEMO ?= 1
 
-.PHONY: run test install lint bench corpus lock clean
+.PHONY: run test install lint bench corpus lock clean asyncapi-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "inferlab needs Python >= 3.11")'
@@ -43,6 +43,12 @@ bench: $(STAMP)
 corpus: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS),corpus]'
 	$(PY) -m corpus
+
+# The official AsyncAPI parser that tests/test_asyncapi.py validates docs/asyncapi.yaml with
+# (Node.js, pinned by tools/asyncapi/package-lock.json; without it that test skips). Install
+# scripts stay off: none of the parser's packages needs one (one would only send analytics).
+asyncapi-deps:
+	SCARF_ANALYTICS=false npm ci --prefix tools/asyncapi --ignore-scripts --no-audit --no-fund
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: $(STAMP)

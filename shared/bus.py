@@ -3,8 +3,10 @@
 - ``Bus.connect``: one connection with unlimited reconnects and typed publish/request helpers.
 - ``Bus.ensure_streams``: the JetStream layout (MODELS, ALERTS, TELEMETRY, DEADLETTER, and
   UPLOADS, the staging area of pipelines' uploads: shared/artifacts.py).
-- ``Bus.publish``: JetStream publish of a Struct with ``Nats-Msg-Id`` = ``event_id`` (dedupe),
-  awaiting the PubAck, retried while the server is reconnecting.
+- ``Bus.publish``: JetStream publish of a Struct with ``Nats-Msg-Id`` = ``event_id`` (dedupe)
+  and CloudEvents binary-mode ``ce-*`` headers (shared/envelope.py) and the current W3C trace
+  context (shared/tracing.py), awaiting the PubAck,
+  retried while the server is reconnecting.
 - ``Worker`` (shared/worker.py) runs the durable consumer loop on top of this.
 """
 
@@ -35,6 +37,7 @@ from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.base import Message, codec, decode, encode
 from shared.contracts.registry import ErrorReply
+from shared.envelope import cloudevent_headers, event_source
 from shared.errors import (
     InferlabError,
     InvalidDataset,
@@ -46,6 +49,7 @@ from shared.errors import (
     UnknownModel,
 )
 from shared.log import get_logger
+from shared.tracing import inject as inject_trace
 
 T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
@@ -244,6 +248,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream(timeout=10.0)
         self.settings = settings
         self.name = name
+        self.source = event_source(name)
         self.log = get_logger(component="bus")
         # (loop time, server message) of recent permission violations on this connection.
         self.denials: deque[tuple[float, str]] = deque(maxlen=64)
@@ -447,7 +452,9 @@ class Bus:
     async def _publish(
         self, subject: str, message: Message, event_id: str, *, timeout: float, attempts: int
     ) -> js_api.PubAck:
-        headers = {MSG_ID_HEADER: event_id}
+        headers = cloudevent_headers(subject, message, event_id=event_id, source=self.source)
+        headers[MSG_ID_HEADER] = event_id
+        inject_trace(headers)
         if message.correlation_id:
             headers[CORRELATION_HEADER] = message.correlation_id
         payload = encode(message)

@@ -20,8 +20,10 @@ import msgspec
 from shared.bus import Bus
 from shared.config import Settings, SettingsError
 from shared.endpoints import Endpoint, serve
+from shared.envelope import event_source
 from shared.errors import InferlabError
 from shared.log import configure, get_logger
+from shared.tracing import configure_tracing, shutdown_tracing
 from shared.worker import Worker
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ class ServiceHost:
     def __init__(self, bus: Bus, service: Service) -> None:
         self.bus = bus
         self.service = service
+        # Its facts name the service as their CloudEvents source, whatever the connection is called.
+        bus.source = event_source(service.name)
         self.started = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._micro: MicroService | None = None
@@ -159,9 +163,12 @@ def main(name: str, factory: ServiceFactory) -> None:
         sys.exit(2)
     configure(name, settings.log_level, settings.log_format)
     try:
+        configure_tracing(name)
         asyncio.run(serve_forever(name, factory, settings))
     except InferlabError as exc:
         get_logger().error("service_failed", error=exc.message, code=exc.code)
         sys.exit(1)
     except KeyboardInterrupt:
         pass
+    finally:
+        shutdown_tracing()

@@ -36,8 +36,10 @@ from shared.bus import Bus
 from shared.contracts import subjects
 from shared.contracts.alerts import DeadLetter, DeadLetterAlert
 from shared.contracts.base import Message, decode, with_envelope
+from shared.envelope import message_type
 from shared.errors import ServiceUnavailable
 from shared.log import correlation, get_logger
+from shared.tracing import failed, handling
 
 M = TypeVar("M", bound=Message)
 
@@ -225,17 +227,22 @@ class Worker:
         )
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         started = time.perf_counter()
-        with correlation(message.correlation_id, subject=msg.subject, event_id=message.event_id):
+        with (
+            correlation(message.correlation_id, subject=msg.subject, event_id=message.event_id),
+            handling(self.service, msg.subject, message_type(message), message.event_id, msg.headers) as span,
+        ):
             try:
                 await self._run_handler(route, delivery)
             except asyncio.CancelledError:
                 raise
             except PoisonMessage as exc:  # the handler knows no retry can succeed
                 heartbeat.cancel()
+                failed(span, exc)
                 await self._dead_letter(msg, exc.__cause__ or exc, reason=exc.reason)
                 return
             except Exception as exc:
                 self.failed += 1
+                failed(span, exc)
                 await self._on_failure(msg, exc, meta.num_delivered)
                 return
             finally:

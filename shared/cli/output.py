@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
+# Wider than any table we print: the width stdout gets when it is not a terminal.
+UNWRAPPED_WIDTH = 100_000
+
+
+def stdout_console() -> Console:
+    """The console for stdout. On a terminal rich fits output to the window; into a pipe or a
+    file (``inferlab models | less``, CI logs) it would wrap every table at 80 columns, which
+    breaks ``grep``/``cut`` and the eye alike, so there each line is printed whole. An explicit
+    ``COLUMNS`` still wins for those who want a fixed width."""
+    out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = UNWRAPPED_WIDTH
+    return out
+
+
+console = stdout_console()
 err_console = Console(stderr=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from rich.markup import escape
 
 from shared import demo
+from shared.asyncapi import asyncapi_yaml
 from shared.cli.app import add_json_flag, run, settings_from
 from shared.cli.output import console, emit_json, table
 from shared.config import Settings, describe, redacted
@@ -60,6 +62,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("schema", help="JSON Schema of every message (or of one subject)")
     p.add_argument("subject", nargs="?", help="e.g. model.register")
     p.add_argument("--out", help="write one <subject>.json file per message into this folder")
+    p.add_argument("--asyncapi", action="store_true", help="print the AsyncAPI 3 document of every subject (YAML)")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("config", help="settings in effect (environment variables INFERLAB_*)")
@@ -249,6 +252,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.asyncapi:
+        sys.stdout.write(asyncapi_yaml())
+        return 0
     if args.subject:
         spec = next(
             (s for s in CATALOGUE if s.subject == args.subject or s.subject.startswith(args.subject + ".<")), None
