@@ -12,9 +12,9 @@ from services.benchmarker.service import BenchmarkerService
 from services.registry.service import RegistryService
 from shared.config import Settings
 from shared.sdk import Client
+from tests.support.cli import assert_one_line_error, cli
 from tests.support.models import mlp
 from tests.support.services import running
-from tests.test_cli import assert_one_line_error, cli
 
 QUICK = ("--warmup", "0.1", "--window", "0.2", "--min-duration", "0.6", "--duration", "2")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import msgspec
@@ -31,10 +29,9 @@ from shared.contracts.conversion import (
 from shared.contracts.registry import ListModels, ModelRegistered
 from shared.sdk import Client
 from tests.support import converter_models as cm
+from tests.support.cli import cli as _cli
 from tests.support.models import digits_dataset, mlp
-from tests.support.services import REPO, ServiceProcess, running
-
-INFERLAB = [str(Path(sys.executable).parent / "inferlab")]
+from tests.support.services import ServiceProcess, running
 
 
 def _fast(settings: Settings, **changes: object) -> Settings:
@@ -55,13 +52,8 @@ async def wait_for_events(client: Client, subject: str, count: int, timeout: flo
         await asyncio.sleep(0.2)
 
 
-async def cli(settings: Settings, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
-    env = {**os.environ, **settings.to_env(), "COLUMNS": "220", "NO_COLOR": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        *INFERLAB, *args, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
+async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    return await _cli(settings, *args, timeout=120.0, columns=220)
 
 
 async def test_registration_triggers_default_profiles_and_lineage(settings: Settings, tmp_path: Path) -> None:

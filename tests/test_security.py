@@ -47,7 +47,8 @@ from shared.contracts.validation import ValidateModel
 from shared.embedded import EmbeddedNats, free_port, nats_server_binary
 from shared.errors import Rejected, ServiceUnavailable
 from shared.sdk import Client
-from tests.support.cluster import eventually, minimal_payload, quick, stored
+from tests.support.cluster import minimal_payload, quick
+from tests.support.events import eventually, stored
 from tests.support.models import digits_classifier, mlp
 from tests.support.services import REPO, ServiceProcess, running
 

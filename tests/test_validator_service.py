@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,7 +27,8 @@ from shared.contracts.validation import ModelValidated, Requirement, ValidateMod
 from shared.errors import Rejected
 from shared.sdk import Client
 from tests.support import validator_models as vm
-from tests.support.services import REPO, running
+from tests.support.cli import cli as run_cli
+from tests.support.services import running
 
 pytestmark = pytest.mark.slow
 
@@ -358,21 +357,9 @@ async def test_cli_validate_and_report(stack, vsettings: Settings, vclient: Clie
     model = vm.sk_classifier(tmp_path / "digits.onnx")
     await vclient.register(model, name="digits", version="1.0.0")
     data = vm.sk_dataset(tmp_path / "digits.npz")
-    env = {**os.environ, **vsettings.to_env(), "COLUMNS": "200"}
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "shared.cli",
-            *args,
-            cwd=REPO,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode, out.decode(), err.decode()
+        return await run_cli(vsettings, *args, timeout=120.0)
 
     rc, out, err = await cli(
         "validate",
