@@ -130,7 +130,9 @@ def _wheel_model(relative: str) -> Path:
     ("relative", "expect"),
     [
         pytest.param("silero_vad/data/silero_vad.onnx", {"state": [2, 1, 128], "sr": []}, marks=pytest.mark.corpus),
-        pytest.param("silero_vad/data/silero_vad_16k_op15.onnx", {"state": [2, 1, 128], "sr": []}, marks=pytest.mark.corpus),
+        pytest.param(
+            "silero_vad/data/silero_vad_16k_op15.onnx", {"state": [2, 1, 128], "sr": []}, marks=pytest.mark.corpus
+        ),
         pytest.param("silero_vad/data/silero_vad_half.onnx", {"state": [2, 1, 128]}, marks=pytest.mark.corpus),
         ("magika/models/standard_v3_3/model.onnx", {"bytes": [1, 2048]}),
         ("onnxruntime/datasets/logreg_iris.onnx", {"float_input": [3, 2]}),
