@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from services.benchmarker.service import BenchmarkerService
 from services.registry.service import RegistryService
@@ -21,6 +22,7 @@ from tests.support.services import running
 QUICK = ("--warmup", "0.1", "--window", "0.2", "--min-duration", "0.6", "--duration", "2", "--stability", "0.5")
 
 
+@pytest.mark.slow
 async def test_bench_history_trend_compare_sql_export(settings: Settings, client: Client, tmp_path: Path) -> None:
     settings = settings.with_overrides(bench_auto=False)
     async with running(settings, RegistryService), running(settings, BenchmarkerService):

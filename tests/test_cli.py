@@ -17,6 +17,7 @@ from tests.support.models import digits_classifier, digits_dataset, mlp
 from tests.support.services import REPO, running
 
 
+@pytest.mark.slow
 async def test_register_show_alias_download_bundle(settings: Settings, tmp_path: Path) -> None:
     model = digits_classifier(tmp_path / "digits.onnx")
     dataset = digits_dataset(tmp_path / "digits.npz")

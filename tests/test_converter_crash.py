@@ -88,6 +88,7 @@ async def test_a_conversion_that_never_finishes_times_out(settings: Settings, tm
         assert service.workers[0].dead_lettered == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="NchwcTransformer runs on x86_64 only")
 async def test_issue_15_encoder_fp16_variant_crashes_the_runtime_and_is_reported(
     settings: Settings, tmp_path: Path

@@ -56,6 +56,7 @@ async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     return await _cli(settings, *args, timeout=120.0, columns=220)
 
 
+@pytest.mark.slow
 async def test_registration_triggers_default_profiles_and_lineage(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=("ort-opt", "fp16", "int8-dynamic", "trt-fp16"))
     model = cm.skl_mlp_classifier(tmp_path / "sklc.onnx")
@@ -91,6 +92,7 @@ async def test_registration_triggers_default_profiles_and_lineage(settings: Sett
         assert not await stored(client, "alerts.conversion.>")
 
 
+@pytest.mark.slow
 async def test_explicit_convert_with_progress_and_every_kind_of_outcome(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=())
     model = cm.skl_mlp_classifier(tmp_path / "sklc.onnx")
@@ -126,6 +128,7 @@ async def test_explicit_convert_with_progress_and_every_kind_of_outcome(settings
         assert record.tags["profile"] == "int8-static"
 
 
+@pytest.mark.slow
 async def test_failures_raise_alerts_with_reason_and_report(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=())
     async with (
@@ -248,6 +251,7 @@ async def test_repeated_and_redelivered_conversions_register_once(settings: Sett
         assert len(await stored(client, "model.converted.mlp")) == 1
 
 
+@pytest.mark.slow
 async def test_cli_convert_lineage_and_profiles(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=())
     model = cm.skl_mlp_classifier(tmp_path / "sklc.onnx")

@@ -22,7 +22,7 @@ from shared.contracts.registry import FindModels, ListModels, ModelRecord, Regis
 from shared.contracts.validation import ModelValidated, ValidationReport
 from shared.errors import Rejected, UnknownAlias, UnknownModel
 from shared.sdk import Client
-from tests.support.events import stored
+from tests.support.events import stored as stored_events
 from tests.support.facts import benchmarked
 from tests.support.models import digits_classifier, digits_dataset, mlp, sized_model
 from tests.support.services import running
@@ -51,7 +51,7 @@ async def outcome_of(client: Client, name: str, version: str, timeout: float = 1
 
     async def find():
         for subject in (f"model.registered.{token}", f"model.rejected.{token}"):
-            for event in await stored(client, subject):
+            for event in await stored_events(client, subject):
                 if event.data.get("name") == name and event.data.get("version") == version:
                     return event
         return None
@@ -79,10 +79,10 @@ async def test_register_through_the_sdk_is_announced_once(settings: Settings, cl
             await client.register(other, name="mlp", version="1.0.0")
         assert rejected.value.code == "version_exists"
 
-        events = await stored(client, "model.registered.mlp")
+        events = await stored_events(client, "model.registered.mlp")
         assert len(events) == 1
         assert events[0].message.record.tags == {"team": "ml"}
-        assert len(await stored(client, "model.rejected.mlp")) == 1
+        assert len(await stored_events(client, "model.rejected.mlp")) == 1
 
         downloaded = await client.download("mlp@1.0.0", tmp_path / "dl")
         assert sha256_file(downloaded) == record.sha256
@@ -250,7 +250,7 @@ async def test_aliases_move_atomically_and_resolve_everywhere(
             await client.get("clf@production")
         with pytest.raises(UnknownModel):
             await client.set_alias("clf@9.9.9", "production")
-        events = [e.subject for e in await stored(client, "model.*.clf") if "alias" in e.subject]
+        events = [e.subject for e in await stored_events(client, "model.*.clf") if "alias" in e.subject]
         assert events == ["model.alias_set.clf", "model.alias_set.clf", "model.alias_removed.clf"]
 
 
@@ -277,7 +277,7 @@ async def test_tags_and_list_filters(settings: Settings, client: Client, tmp_pat
             "b@1.0.0",
             "c@1.0.0",
         ]
-        assert len(await stored(client, "model.tags_set.c")) == 1
+        assert len(await stored_events(client, "model.tags_set.c")) == 1
 
 
 async def test_find_ranks_with_published_benchmark_and_validation_results(
@@ -334,7 +334,7 @@ async def test_restarted_registry_keeps_everything(settings: Settings, client: C
         assert (await client.list()).total == 1
         again = await client.register(mlp(tmp_path / "a.onnx"), name="keep", version="1.0.0")
         assert again.sha256 == view.record.sha256
-    assert len(await stored(client, "model.registered.keep")) == 1
+    assert len(await stored_events(client, "model.registered.keep")) == 1
 
 
 async def test_two_replicas_share_the_work_without_duplicates(
@@ -353,7 +353,7 @@ async def test_two_replicas_share_the_work_without_duplicates(
 
         await wait_for(all_registered, timeout=60)
         handled = [one.workers[0].handled, two.workers[0].handled]
-    events = await stored(client, "model.registered.*")
+    events = await stored_events(client, "model.registered.*")
     assert len(events) == count
     assert len({e.message.name for e in events}) == count
     assert all(h > 0 for h in handled), handled
@@ -383,7 +383,7 @@ async def test_crash_between_storing_and_announcing_is_announced_once(
         first = await client.register(path, name="orphan", version="1.0.0")
         second = await client.register(path, name="orphan", version="1.0.0")
         assert first.sha256 == second.sha256 == stored.sha256
-    events = await stored(client, "model.registered.orphan")
+    events = await stored_events(client, "model.registered.orphan")
     assert len(events) == 1 and events[0].message.event_id == "fixed-event-id"
     record, _ = await store.get("orphan", "1.0.0", "base")
     assert record.announced
@@ -401,14 +401,14 @@ async def test_malformed_json_is_dead_lettered_and_the_registry_keeps_serving(
         assert event.subject == "model.registered.after"
 
         async def two_letters():
-            letters = await stored(client, "deadletter.registry")
+            letters = await stored_events(client, "deadletter.registry")
             return letters if len(letters) == 2 else None
 
         letters = await wait_for(two_letters)
         assert "malformed" in letters[0].message.error
         assert "$.version" in letters[1].message.error
         assert letters[0].message.payload.startswith("{not json")
-        alerts = await stored(client, "alerts.pipeline.deadletter.registry")
+        alerts = await stored_events(client, "alerts.pipeline.deadletter.registry")
         assert len(alerts) == 2 and alerts[0].message.severity == "critical"
 
 
@@ -441,6 +441,6 @@ async def test_reply_to_outside_an_inbox_is_not_used(
 async def test_registered_fact_is_valid_for_every_reader(settings: Settings, client: Client, tmp_path: Path) -> None:
     async with running(settings, RegistryService):
         await client.register(mlp(tmp_path / "m.onnx"), name="schema", version="1.0.0")
-    [event] = await stored(client, "model.registered.schema")
+    [event] = await stored_events(client, "model.registered.schema")
     assert msgspec.json.decode(event.raw)["type"] == "model.registered"
     assert event.data["sha256"] == event.message.record.sha256
