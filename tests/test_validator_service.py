@@ -25,8 +25,6 @@ from tests.support.cli import cli as run_cli
 from tests.support.facts import benchmarked
 from tests.support.services import running
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def vsettings(settings: Settings) -> Settings:
@@ -122,6 +120,7 @@ async def test_validate_a_registered_model_with_progress_report_and_registry_sig
     assert view.signals.accuracy == pytest.approx(event.accuracy) and view.signals.ready is True
 
 
+@pytest.mark.slow
 async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vclient: Client, tmp_path: Path) -> None:
     base = vm.sk_classifier(tmp_path / "digits.onnx")
     damaged = vm.damaged_variant(base, tmp_path / "damaged.onnx")
@@ -153,6 +152,7 @@ async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vcl
     assert "parity check failed" in alert.summary
 
 
+@pytest.mark.slow
 async def test_benchmarked_event_triggers_validation_and_latency_requirement_fails(
     stack, vclient: Client, tmp_path: Path
 ) -> None:
@@ -176,6 +176,7 @@ async def test_benchmarked_event_triggers_validation_and_latency_requirement_fai
     assert [c.metric for c in alert.failed] == ["p99_ms"] and alert.variant == "base"
 
 
+@pytest.mark.slow
 async def test_without_a_dataset_only_structural_runs(stack, vclient: Client, tmp_path: Path) -> None:
     await vclient.register(vm.token_classifier(tmp_path / "t.onnx"), name="topics", version="1.0.0")
     bench = benchmarked("topics@1.0.0", p99_ms=0.2)
@@ -190,6 +191,7 @@ async def test_without_a_dataset_only_structural_runs(stack, vclient: Client, tm
     assert event.report.task == "text-classification"
 
 
+@pytest.mark.slow
 async def test_errors_are_precise_events_and_the_service_keeps_running(
     stack, vsettings: Settings, vclient: Client, tmp_path: Path
 ) -> None:
@@ -238,6 +240,7 @@ async def test_errors_are_precise_events_and_the_service_keeps_running(
     assert all(w.dead_lettered == 0 for w in stack.workers)
 
 
+@pytest.mark.slow
 async def test_a_redelivered_trigger_publishes_each_outcome_once(stack, vclient: Client, tmp_path: Path) -> None:
     await vclient.register(
         vm.sk_classifier(tmp_path / "bc.onnx", "breast_cancer"),
@@ -267,6 +270,7 @@ async def test_a_redelivered_trigger_publishes_each_outcome_once(stack, vclient:
     assert any("group 'b' is disadvantaged" in r for r in first.report.recommendations)
 
 
+@pytest.mark.slow
 async def test_named_datasets_and_policy_precedence(
     stack, vsettings: Settings, vclient: Client, tmp_path: Path
 ) -> None:
@@ -305,6 +309,7 @@ async def test_named_datasets_and_policy_precedence(
     assert other.accuracy == pytest.approx(event.accuracy)
 
 
+@pytest.mark.slow
 async def test_cli_validate_and_report(stack, vsettings: Settings, vclient: Client, tmp_path: Path) -> None:
     model = vm.sk_classifier(tmp_path / "digits.onnx")
     await vclient.register(model, name="digits", version="1.0.0")
@@ -392,6 +397,7 @@ async def test_a_validator_killed_mid_validation_is_replaced_and_reports_once(
             first.stop()
 
 
+@pytest.mark.slow
 async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations_only_warn(
     stack, vclient: Client, tmp_path: Path
 ) -> None:
@@ -421,6 +427,7 @@ async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations
     assert parity.status == "passed" and "(16 samples)" in parity.summary, parity.summary
 
 
+@pytest.mark.slow
 async def test_a_model_that_needs_an_input_spec_is_an_outcome_not_an_alert(
     stack, vclient: Client, tmp_path: Path
 ) -> None:
