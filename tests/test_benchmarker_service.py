@@ -362,6 +362,7 @@ async def test_tensorrt_engine_without_tensorrt_is_unavailable_on_host(
         assert info.value.code == "unavailable_on_host" and "TensorRT engine" in info.value.message
 
 
+@pytest.mark.slow
 async def test_models_are_measured_as_resolved_and_a_missing_spec_is_a_precise_failure(
     bench_settings: Settings, client: Client, tmp_path: Path
 ) -> None:

@@ -218,6 +218,7 @@ async def test_bad_requests_get_precise_reasons_and_the_service_keeps_working(
         assert isinstance(outcomes[0], ModelConverted)
 
 
+@pytest.mark.slow
 async def test_repeated_and_redelivered_conversions_register_once(settings: Settings, bus: Bus, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=("fp16",))
     async with (
