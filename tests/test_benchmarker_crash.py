@@ -24,6 +24,7 @@ from tests.support.services import running
 QUICK = BenchmarkConfig(warmup_s=0.1, window_s=0.2, min_duration_s=0.6, max_duration_s=1.5)
 
 
+@pytest.mark.slow
 async def test_a_crash_or_a_memory_blow_up_fails_the_benchmark_and_the_service_carries_on(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

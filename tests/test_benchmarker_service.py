@@ -107,6 +107,7 @@ async def test_registered_model_is_benchmarked_stored_and_queryable(
 LOADED = BenchmarkConfig(warmup_s=0.1, window_s=0.25, min_duration_s=0.75, max_duration_s=5.0, stability_threshold=0.3)
 
 
+@pytest.mark.slow
 async def test_slower_version_raises_one_regression_alert_and_repeats_raise_none(
     bench_settings: Settings, client: Client, tmp_path: Path
 ) -> None:
@@ -165,6 +166,7 @@ async def test_slower_version_raises_one_regression_alert_and_repeats_raise_none
         assert comparison.pairs[0].significant and comparison.entries[0].rank == 1
 
 
+@pytest.mark.slow
 async def test_bad_requests_get_precise_failures_and_the_service_keeps_running(
     bench_settings: Settings, client: Client, bus: Bus, tmp_path: Path
 ) -> None:
@@ -360,6 +362,7 @@ async def test_tensorrt_engine_without_tensorrt_is_unavailable_on_host(
         assert info.value.code == "unavailable_on_host" and "TensorRT engine" in info.value.message
 
 
+@pytest.mark.slow
 async def test_models_are_measured_as_resolved_and_a_missing_spec_is_a_precise_failure(
     bench_settings: Settings, client: Client, tmp_path: Path
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,29 +12,12 @@ import pytest
 
 from services.registry.service import RegistryService
 from shared.config import Settings
+from tests.support.cli import INFERLAB, assert_one_line_error, cli
 from tests.support.models import digits_classifier, digits_dataset, mlp
 from tests.support.services import REPO, running
 
-# The console script, exactly as a user runs it.
-INFERLAB = [str(Path(sys.executable).parent / "inferlab")]
 
-
-async def cli(settings: Settings, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
-    env = {**os.environ, **settings.to_env(), "COLUMNS": "200", "NO_COLOR": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        *INFERLAB, *args, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
-def assert_one_line_error(rc: int, err: str, needle: str) -> None:
-    assert rc != 0
-    assert "Traceback" not in err
-    assert needle in err
-    assert err.strip().startswith("error:")
-
-
+@pytest.mark.slow
 async def test_register_show_alias_download_bundle(settings: Settings, tmp_path: Path) -> None:
     model = digits_classifier(tmp_path / "digits.onnx")
     dataset = digits_dataset(tmp_path / "digits.npz")
@@ -179,7 +161,7 @@ async def test_up_starts_nats_and_services_restarts_crashes_and_stops_cleanly(tm
     env = {**os.environ, **settings.to_env(), "COLUMNS": "200"}
     env.pop("INFERLAB_IMPORT_ROOTS", None)
     proc = await asyncio.create_subprocess_exec(
-        *INFERLAB,
+        INFERLAB,
         "up",
         "--services",
         "registry",

@@ -14,6 +14,7 @@ from services.registry.service import RegistryService
 from shared.config import Settings
 from shared.contracts.conversion import ConversionFailed, ModelConverted
 from shared.sdk import Client
+from tests.support.events import stored
 from tests.support.models import mlp
 from tests.support.sandbox_models import allocating_model, nchwc_crash_model
 from tests.support.services import running
@@ -21,10 +22,6 @@ from tests.support.services import running
 
 def _quick(settings: Settings, **changes: object) -> Settings:
     return settings.with_overrides(converter_parity_samples=32, converter_profiles=(), **changes)
-
-
-async def _stored(client: Client, subject: str) -> list:
-    return [e async for e in client.events(subject, replay=True, idle_timeout=0.5, stored_only=True)]
 
 
 async def test_a_crash_fails_one_profile_and_the_rest_of_the_job_converts(settings: Settings, tmp_path: Path) -> None:
@@ -44,8 +41,8 @@ async def test_a_crash_fails_one_profile_and_the_rest_of_the_job_converts(settin
         assert "SIGSEGV" in crashed.message and "fp16" in crashed.message
         assert isinstance(by_profile["ort-opt"], ModelConverted)
         assert service.workers[0].dead_lettered == 0 and service.workers[0].failed == 0
-        assert len(await _stored(client, "model.conversion_failed.crashy")) == 1
-        assert await _stored(client, "alerts.pipeline.deadletter.>") == []
+        assert len(await stored(client, "model.conversion_failed.crashy")) == 1
+        assert await stored(client, "alerts.pipeline.deadletter.>") == []
 
 
 @pytest.mark.slow
@@ -91,6 +88,7 @@ async def test_a_conversion_that_never_finishes_times_out(settings: Settings, tm
         assert service.workers[0].dead_lettered == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="NchwcTransformer runs on x86_64 only")
 async def test_issue_15_encoder_fp16_variant_crashes_the_runtime_and_is_reported(
     settings: Settings, tmp_path: Path

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import msgspec
@@ -31,10 +29,9 @@ from shared.contracts.conversion import (
 from shared.contracts.registry import ListModels, ModelRegistered
 from shared.sdk import Client
 from tests.support import converter_models as cm
+from tests.support.cli import cli as _cli
 from tests.support.models import digits_dataset, mlp
-from tests.support.services import REPO, ServiceProcess, running
-
-INFERLAB = [str(Path(sys.executable).parent / "inferlab")]
+from tests.support.services import ServiceProcess, running
 
 
 def _fast(settings: Settings, **changes: object) -> Settings:
@@ -55,15 +52,11 @@ async def wait_for_events(client: Client, subject: str, count: int, timeout: flo
         await asyncio.sleep(0.2)
 
 
-async def cli(settings: Settings, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
-    env = {**os.environ, **settings.to_env(), "COLUMNS": "220", "NO_COLOR": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        *INFERLAB, *args, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
+async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    return await _cli(settings, *args, timeout=120.0, columns=220)
 
 
+@pytest.mark.slow
 async def test_registration_triggers_default_profiles_and_lineage(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=("ort-opt", "fp16", "int8-dynamic", "trt-fp16"))
     model = cm.skl_mlp_classifier(tmp_path / "sklc.onnx")
@@ -99,6 +92,7 @@ async def test_registration_triggers_default_profiles_and_lineage(settings: Sett
         assert not await stored(client, "alerts.conversion.>")
 
 
+@pytest.mark.slow
 async def test_explicit_convert_with_progress_and_every_kind_of_outcome(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=())
     model = cm.skl_mlp_classifier(tmp_path / "sklc.onnx")
@@ -134,6 +128,7 @@ async def test_explicit_convert_with_progress_and_every_kind_of_outcome(settings
         assert record.tags["profile"] == "int8-static"
 
 
+@pytest.mark.slow
 async def test_failures_raise_alerts_with_reason_and_report(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=())
     async with (
@@ -223,6 +218,7 @@ async def test_bad_requests_get_precise_reasons_and_the_service_keeps_working(
         assert isinstance(outcomes[0], ModelConverted)
 
 
+@pytest.mark.slow
 async def test_repeated_and_redelivered_conversions_register_once(settings: Settings, bus: Bus, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=("fp16",))
     async with (
@@ -256,6 +252,7 @@ async def test_repeated_and_redelivered_conversions_register_once(settings: Sett
         assert len(await stored(client, "model.converted.mlp")) == 1
 
 
+@pytest.mark.slow
 async def test_cli_convert_lineage_and_profiles(settings: Settings, tmp_path: Path) -> None:
     settings = _fast(settings, converter_profiles=())
     model = cm.skl_mlp_classifier(tmp_path / "sklc.onnx")

@@ -118,6 +118,7 @@ def assert_self_contained(html: str) -> None:
 # --- pure parts ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_data_is_the_bundled_digits_with_real_stroke_groups(tmp_path: Path) -> None:
     import numpy as np
 

@@ -25,7 +25,8 @@ from shared.contracts.base import new_id
 from shared.contracts.registry import ModelRegistered, RegisterModel
 from shared.sdk import Client
 from shared.worker import Delivery, Route, Worker
-from tests.support.cluster import eventually, minimal_payload, quick, stored
+from tests.support.cluster import minimal_payload, quick
+from tests.support.events import eventually, stored
 from tests.support.models import digits_classifier
 from tests.support.services import running
 

@@ -34,7 +34,8 @@ from shared.embedded import EmbeddedNats
 from shared.errors import ServiceUnavailable
 from shared.sdk import Client, StreamEvent
 from shared.worker import Route, Worker
-from tests.support.cluster import eventually, minimal_payload, padded, quick, stored
+from tests.support.cluster import minimal_payload, padded, quick
+from tests.support.events import eventually, stored
 from tests.support.models import mlp, sized_model
 from tests.support.services import ServiceProcess, running
 

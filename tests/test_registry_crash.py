@@ -59,6 +59,7 @@ async def test_a_verification_past_its_timeout_is_rejected_as_timed_out(settings
         assert registry.workers[0].dead_lettered == 0
 
 
+@pytest.mark.slow
 async def test_a_model_that_never_finishes_is_rejected_at_registration_as_timed_out(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -18,23 +18,14 @@ from shared.artifacts import ArtifactStore, sha256_file
 from shared.bus import Bus
 from shared.config import Settings
 from shared.contracts import subjects
-from shared.contracts.benchmark import (
-    ConfigResult,
-    HardwareFingerprint,
-    LatencySummary,
-    ModelBenchmarked,
-)
 from shared.contracts.registry import FindModels, ListModels, ModelRecord, RegisterModel
 from shared.contracts.validation import ModelValidated, ValidationReport
 from shared.errors import Rejected, UnknownAlias, UnknownModel
 from shared.sdk import Client
+from tests.support.events import stored as stored_events
+from tests.support.facts import benchmarked
 from tests.support.models import digits_classifier, digits_dataset, mlp, sized_model
 from tests.support.services import running
-
-
-async def stored_events(client: Client, subject: str, idle: float = 10.0) -> list:
-    """Every event stored on ``subject`` right now."""
-    return [e async for e in client.events(subject, replay=True, idle_timeout=idle, stored_only=True)]
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -289,47 +280,6 @@ async def test_tags_and_list_filters(settings: Settings, client: Client, tmp_pat
         assert len(await stored_events(client, "model.tags_set.c")) == 1
 
 
-def _benchmarked(record: ModelRecord, p99: float, throughput: float) -> ModelBenchmarked:
-    latency = LatencySummary(
-        samples=100,
-        p50_ms=p99 / 2,
-        p90_ms=p99 * 0.8,
-        p95_ms=p99 * 0.9,
-        p99_ms=p99,
-        mean_ms=p99 / 2,
-        std_ms=0.1,
-        cv=0.1,
-        min_ms=0.1,
-        max_ms=p99,
-        p50_ci_ms=(p99 / 2, p99 / 2),
-        p99_ci_ms=(p99, p99),
-        outliers=0,
-    )
-    result = ConfigResult(
-        run_id=f"run-{record.name}",
-        provider="CPUExecutionProvider",
-        batch_size=1,
-        intra_op_threads=1,
-        concurrency=1,
-        latency=latency,
-        throughput_ips=throughput,
-        stable=True,
-        windows=3,
-        duration_s=1.0,
-        load_time_s=0.01,
-        peak_memory_bytes=1 << 20,
-    )
-    hw = HardwareFingerprint(id="hw", cpu_model="cpu", cpu_cores=2, ort_version="x", provider="CPUExecutionProvider")
-    return ModelBenchmarked(
-        event_id=f"b-{record.name}",
-        name=record.name,
-        version=record.version,
-        ref=record.ref,
-        hardware=hw,
-        results=[result],
-    )
-
-
 async def test_find_ranks_with_published_benchmark_and_validation_results(
     settings: Settings, client: Client, bus: Bus, tmp_path: Path
 ) -> None:
@@ -341,8 +291,8 @@ async def test_find_ranks_with_published_benchmark_and_validation_results(
         unknown = await client.register(
             mlp(tmp_path / "u.onnx", seed=4), name="unmeasured", version="1.0.0", task="classification"
         )
-        await bus.publish(subjects.benchmarked("fast"), _benchmarked(fast, 1.0, 900.0))
-        await bus.publish(subjects.benchmarked("slow"), _benchmarked(slow, 9.0, 100.0))
+        await bus.publish(subjects.benchmarked("fast"), benchmarked(fast.ref, p99_ms=1.0, throughput_ips=900.0))
+        await bus.publish(subjects.benchmarked("slow"), benchmarked(slow.ref, p99_ms=9.0, throughput_ips=100.0))
         for record, accuracy in ((fast, 0.91), (slow, 0.95)):
             await bus.publish(
                 subjects.validated(record.name),

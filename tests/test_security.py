@@ -47,7 +47,8 @@ from shared.contracts.validation import ValidateModel
 from shared.embedded import EmbeddedNats, free_port, nats_server_binary
 from shared.errors import Rejected, ServiceUnavailable
 from shared.sdk import Client
-from tests.support.cluster import eventually, minimal_payload, quick, stored
+from tests.support.cluster import minimal_payload, quick
+from tests.support.events import eventually, stored
 from tests.support.models import digits_classifier, mlp
 from tests.support.services import REPO, ServiceProcess, running
 
@@ -432,6 +433,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.slow
 async def test_the_platform_works_end_to_end_with_every_service_as_its_own_user(
     base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
 ) -> None:
@@ -589,6 +591,7 @@ class _Web:
         self.server.shutdown()
 
 
+@pytest.mark.slow
 async def test_credentials_in_urls_and_nats_passwords_never_reach_logs_facts_or_alerts(
     base: Settings, passwords: dict[str, str], admin: Bus, tmp_path: Path
 ) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,19 +18,13 @@ from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.alerts import ValidationFailedAlert
 from shared.contracts.base import new_id
-from shared.contracts.benchmark import (
-    ConfigResult,
-    HardwareFingerprint,
-    LatencySummary,
-    ModelBenchmarked,
-)
 from shared.contracts.validation import ModelValidated, Requirement, ValidateModel, ValidationProgress
 from shared.errors import Rejected
 from shared.sdk import Client
 from tests.support import validator_models as vm
-from tests.support.services import REPO, running
-
-pytestmark = pytest.mark.slow
+from tests.support.cli import cli as run_cli
+from tests.support.facts import benchmarked
+from tests.support.services import running
 
 
 @pytest.fixture
@@ -72,49 +64,6 @@ async def _wait_for(client: Client, subject: str, predicate, timeout: float = 60
         return None
 
     return await asyncio.wait_for(scan(), timeout)
-
-
-def _benchmarked(ref: str, name: str, version: str, variant: str, p99: float) -> ModelBenchmarked:
-    latency = LatencySummary(
-        samples=500,
-        p50_ms=p99 / 2,
-        p90_ms=p99 * 0.8,
-        p95_ms=p99 * 0.9,
-        p99_ms=p99,
-        mean_ms=p99 / 2,
-        std_ms=0.1,
-        cv=0.1,
-        min_ms=p99 / 4,
-        max_ms=p99 * 1.2,
-        p50_ci_ms=(p99 / 2.1, p99 / 1.9),
-        p99_ci_ms=(p99 * 0.95, p99 * 1.05),
-        outliers=0,
-    )
-    result = ConfigResult(
-        run_id=new_id(),
-        provider="CPUExecutionProvider",
-        batch_size=1,
-        intra_op_threads=1,
-        concurrency=1,
-        latency=latency,
-        throughput_ips=1000.0 / (p99 / 2),
-        stable=True,
-        windows=3,
-        duration_s=1.5,
-        load_time_s=0.01,
-        peak_memory_bytes=64 << 20,
-    )
-    return ModelBenchmarked(
-        event_id=new_id(),
-        name=name,
-        version=version,
-        variant=variant,
-        ref=ref,
-        hardware=HardwareFingerprint(
-            id="hw", cpu_model="test", cpu_cores=2, ort_version="1", provider="CPUExecutionProvider"
-        ),
-        results=[result],
-    )
 
 
 async def test_validate_a_registered_model_with_progress_report_and_registry_signals(
@@ -172,6 +121,7 @@ async def test_validate_a_registered_model_with_progress_report_and_registry_sig
     assert view.signals.accuracy == pytest.approx(event.accuracy) and view.signals.ready is True
 
 
+@pytest.mark.slow
 async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vclient: Client, tmp_path: Path) -> None:
     base = vm.sk_classifier(tmp_path / "digits.onnx")
     damaged = vm.damaged_variant(base, tmp_path / "damaged.onnx")
@@ -203,6 +153,7 @@ async def test_damaged_variant_fails_parity_and_mcnemar_with_an_alert(stack, vcl
     assert "parity check failed" in alert.summary
 
 
+@pytest.mark.slow
 async def test_benchmarked_event_triggers_validation_and_latency_requirement_fails(
     stack, vclient: Client, tmp_path: Path
 ) -> None:
@@ -214,7 +165,7 @@ async def test_benchmarked_event_triggers_validation_and_latency_requirement_fai
         dataset=vm.sk_dataset(tmp_path / "iris.npz", "iris"),
         metadata={"requirements": ["p99_ms<=1.5", "accuracy>=0.8"]},
     )
-    bench = _benchmarked("iris@2.0.0", "iris", "2.0.0", "base", p99=2.5)
+    bench = benchmarked("iris@2.0.0", p99_ms=2.5)
     await vclient.bus.publish(subjects.benchmarked("iris"), bench)
     event = await _wait_for(vclient, subjects.validated("iris"), lambda m: m.event_id == f"validated-{bench.event_id}")
     assert not event.ready and event.report.trigger == "model.benchmarked"
@@ -226,9 +177,10 @@ async def test_benchmarked_event_triggers_validation_and_latency_requirement_fai
     assert [c.metric for c in alert.failed] == ["p99_ms"] and alert.variant == "base"
 
 
+@pytest.mark.slow
 async def test_without_a_dataset_only_structural_runs(stack, vclient: Client, tmp_path: Path) -> None:
     await vclient.register(vm.token_classifier(tmp_path / "t.onnx"), name="topics", version="1.0.0")
-    bench = _benchmarked("topics@1.0.0", "topics", "1.0.0", "base", p99=0.2)
+    bench = benchmarked("topics@1.0.0", p99_ms=0.2)
     await vclient.bus.publish(subjects.benchmarked("topics"), bench)
     event = await _wait_for(vclient, subjects.validated("topics"), lambda m: True)
     status = {c.name: c.status for c in event.report.checks}
@@ -240,6 +192,7 @@ async def test_without_a_dataset_only_structural_runs(stack, vclient: Client, tm
     assert event.report.task == "text-classification"
 
 
+@pytest.mark.slow
 async def test_errors_are_precise_events_and_the_service_keeps_running(
     stack, vsettings: Settings, vclient: Client, tmp_path: Path
 ) -> None:
@@ -288,6 +241,7 @@ async def test_errors_are_precise_events_and_the_service_keeps_running(
     assert all(w.dead_lettered == 0 for w in stack.workers)
 
 
+@pytest.mark.slow
 async def test_a_redelivered_trigger_publishes_each_outcome_once(stack, vclient: Client, tmp_path: Path) -> None:
     await vclient.register(
         vm.sk_classifier(tmp_path / "bc.onnx", "breast_cancer"),
@@ -317,6 +271,7 @@ async def test_a_redelivered_trigger_publishes_each_outcome_once(stack, vclient:
     assert any("group 'b' is disadvantaged" in r for r in first.report.recommendations)
 
 
+@pytest.mark.slow
 async def test_named_datasets_and_policy_precedence(
     stack, vsettings: Settings, vclient: Client, tmp_path: Path
 ) -> None:
@@ -355,25 +310,14 @@ async def test_named_datasets_and_policy_precedence(
     assert other.accuracy == pytest.approx(event.accuracy)
 
 
+@pytest.mark.slow
 async def test_cli_validate_and_report(stack, vsettings: Settings, vclient: Client, tmp_path: Path) -> None:
     model = vm.sk_classifier(tmp_path / "digits.onnx")
     await vclient.register(model, name="digits", version="1.0.0")
     data = vm.sk_dataset(tmp_path / "digits.npz")
-    env = {**os.environ, **vsettings.to_env(), "COLUMNS": "200"}
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "shared.cli",
-            *args,
-            cwd=REPO,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode, out.decode(), err.decode()
+        return await run_cli(vsettings, *args, timeout=120.0)
 
     rc, out, err = await cli(
         "validate",
@@ -454,6 +398,7 @@ async def test_a_validator_killed_mid_validation_is_replaced_and_reports_once(
             first.stop()
 
 
+@pytest.mark.slow
 async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations_only_warn(
     stack, vclient: Client, tmp_path: Path
 ) -> None:
@@ -464,7 +409,7 @@ async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations
 
     for name, path in (("vad", vad(tmp_path)), ("fixed", fixed_batch_one(tmp_path, declared_classes=7))):
         await vclient.register(path, name=name, version="1.0.0")
-        await vclient.bus.publish(subjects.benchmarked(name), _benchmarked(f"{name}@1.0.0", name, "1.0.0", "base", 0.2))
+        await vclient.bus.publish(subjects.benchmarked(name), benchmarked(f"{name}@1.0.0", p99_ms=0.2))
         event = await _wait_for(vclient, subjects.validated(name), lambda m: True)
         structural = next(c for c in event.report.checks if c.name == "structural")
         assert structural.status == "passed", structural.summary
@@ -477,19 +422,20 @@ async def test_models_without_a_batch_are_fed_as_resolved_and_loose_declarations
             assert structural.figures["samples"] == 1 and not structural.figures["warnings"]
     # a variant of the VAD: parity runs one call per seeded sample and compares them all
     await vclient.register(vad(tmp_path), name="vad", version="1.0.0", variant="copy", parent="vad@1.0.0")
-    await vclient.bus.publish(subjects.benchmarked("vad"), _benchmarked("vad@1.0.0+copy", "vad", "1.0.0", "copy", 0.2))
+    await vclient.bus.publish(subjects.benchmarked("vad"), benchmarked("vad@1.0.0+copy", p99_ms=0.2))
     event = await _wait_for(vclient, subjects.validated("vad"), lambda m: m.variant == "copy")
     parity = next(c for c in event.report.checks if c.name == "parity")
     assert parity.status == "passed" and "(16 samples)" in parity.summary, parity.summary
 
 
+@pytest.mark.slow
 async def test_a_model_that_needs_an_input_spec_is_an_outcome_not_an_alert(
     stack, vclient: Client, tmp_path: Path
 ) -> None:
     from tests.support.input_models import vad
 
     await vclient.register(vad(tmp_path, pad=5000), name="stuck", version="1.0.0")
-    await vclient.bus.publish(subjects.benchmarked("stuck"), _benchmarked("stuck@1.0.0", "stuck", "1.0.0", "base", 0.2))
+    await vclient.bus.publish(subjects.benchmarked("stuck"), benchmarked("stuck@1.0.0", p99_ms=0.2))
     event = await _wait_for(vclient, subjects.validated("stuck"), lambda m: True)
     structural = next(c for c in event.report.checks if c.name == "structural")
     assert structural.status == "skipped" and structural.summary.startswith("needs_input_spec: ")

@@ -16,8 +16,8 @@ from services.validator.service import ValidatorService
 from shared.config import Settings
 from shared.sdk import Client
 from tests.support import validator_models as vm
+from tests.support.cli import cli
 from tests.support.services import running
-from tests.test_cli import cli
 
 pytestmark = pytest.mark.slow
 

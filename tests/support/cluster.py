@@ -4,18 +4,19 @@ can be killed with SIGKILL and started again)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import enum
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from shared.config import Settings
-from shared.sdk import Client, StreamEvent
+from shared.sdk import Client
+from tests.support.events import eventually, stored
 from tests.support.services import ServiceProcess
+
+__all__ = ["SERVICES", "Fleet", "eventually", "minimal_payload", "padded", "quick", "stored"]
 
 SERVICES = ("registry", "converter", "benchmarker", "validator")
 
@@ -39,40 +40,6 @@ def quick(settings: Settings, **changes: Any) -> Settings:
     }
     base.update(changes)
     return settings.with_overrides(**base)
-
-
-# --- waiting ------------------------------------------------------------------------------------
-
-
-async def stored(client: Client, subject: str) -> list[StreamEvent]:
-    """Every message stored on ``subject`` right now (a snapshot of the stream)."""
-    return [e async for e in client.events(subject, replay=True, stored_only=True)]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]],
-    *,
-    timeout: float = 30.0,
-    every: float = 0.25,
-    what: str = "condition",
-    tolerate: tuple[type[BaseException], ...] = (),
-) -> None:
-    """Poll ``check`` until it holds. ``tolerate``: errors that only mean "not yet" (a read
-    that times out while a cluster node fails over); each check gets at most 20 s then."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last_error: BaseException | None = None
-    not_yet: tuple[type[BaseException], ...] = (*tolerate, TimeoutError) if tolerate else ()
-    while True:
-        try:
-            if await asyncio.wait_for(check(), timeout=20.0 if tolerate else None):
-                return
-        except not_yet as exc:
-            last_error = exc
-        if loop.time() > deadline:
-            detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
-            raise AssertionError(f"{what} not met within {timeout:.0f}s{detail}")
-        await asyncio.sleep(every)
 
 
 # --- minimal valid messages -----------------------------------------------------------------------

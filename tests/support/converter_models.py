@@ -36,15 +36,20 @@ def _diabetes() -> tuple[np.ndarray, np.ndarray]:
 def skl_mlp_classifier(path: Path, *, zipmap: bool = False) -> Path:
     """scikit-learn MLPClassifier on digits (its ONNX graph starts with a Cast and holds
     MatMul/Add/Relu/Softmax plus ai.onnx.ml ArrayFeatureExtractor for the label)."""
+    path.write_bytes(_skl_mlp_classifier_bytes(zipmap))
+    return path
+
+
+@cache
+def _skl_mlp_classifier_bytes(zipmap: bool) -> bytes:
+    # trained once per session: random_state fixes the fit
     from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
 
     _quiet()
     x, y = _digits()
     model = MLPClassifier(hidden_layer_sizes=(32,), max_iter=60, random_state=0).fit(x[:1200], y[:1200])
-    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": zipmap}}, target_opset=OPSETS)
-    onnx.save(onx, str(path))
-    return path
+    return to_onnx(model, x[:1], options={id(model): {"zipmap": zipmap}}, target_opset=OPSETS).SerializeToString()
 
 
 def skl_mlp_regressor(path: Path) -> Path:

@@ -21,15 +21,20 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 def digits_classifier(path: Path, *, max_iter: int = 300, zipmap: bool = False) -> Path:
     """Logistic regression on scikit-learn's digits, converted with skl2onnx."""
+    path.write_bytes(_digits_classifier_bytes(max_iter, zipmap))
+    return path
+
+
+@cache
+def _digits_classifier_bytes(max_iter: int, zipmap: bool) -> bytes:
+    # trained once per session: the fit is deterministic and takes a second or more
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     x, y = _digits()
     model = LogisticRegression(max_iter=max_iter).fit(x[:1200], y[:1200])
     options = {id(model): {"zipmap": zipmap}}
-    onx = to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
-    onnx.save(onx, str(path))
-    return path
+    return to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
 
 
 def digits_dataset(path: Path, *, input_name: str = "X", start: int = 1200, groups: bool = False) -> Path:

@@ -7,12 +7,11 @@ import contextlib
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 from shared.config import Settings
+from tests.support.cli import INFERLAB
 
-INFERLAB = str(Path(sys.executable).parent / "inferlab")
 # The reduced flow: every figure is real, just measured on less.
 CI_SETTINGS = {
     "INFERLAB_CONVERTER_PROFILES": "fp16,int8-dynamic",
