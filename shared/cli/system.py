@@ -223,7 +223,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with await Client.connect(settings_from(args)) as client:
-            return await client.status(args.service, timeout=args.timeout)
+            expect = [args.service] if args.service else available_services()
+            return await client.status(args.service, timeout=args.timeout, expect=expect)
 
     found = run(go)
     if args.json:
