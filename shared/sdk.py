@@ -39,6 +39,7 @@ from shared.chain import Chain, ChainResult, ChainRow
 from shared.clients.benchmark import BenchmarkApi
 from shared.clients.conversion import ConversionApi
 from shared.clients.discovery import DiscoveryApi, ServiceStatus  # noqa: F401 (re-exported: shared.sdk.ServiceStatus)
+from shared.clients.lifecycle import LifecycleApi, LifecycleRefusedError  # noqa: F401 (re-exported)
 from shared.clients.telemetry import TelemetryApi
 from shared.clients.validation import ValidationApi
 from shared.config import Settings
@@ -126,7 +127,7 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi, DiscoveryApi):
+class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi, DiscoveryApi, LifecycleApi):
     """Async client of a running inferlab. Create with ``await Client.connect()``."""
 
     def __init__(self, bus: Bus) -> None:

@@ -185,6 +185,12 @@ FORBIDDEN_FOR_PIPELINE = [
     "model.rejected.victim",
     "model.alias_set.victim",
     "model.tags_set.victim",
+    "model.archived.victim",
+    "model.deleted.victim",
+    "model.lifecycle_refused.victim",
+    # lifecycle commands: only an operator retires or deletes a version (objects go with it)
+    "model.archive",
+    "model.delete",
     "model.converted.victim",
     "model.conversion_failed.victim",
     "model.conversion_skipped.victim",

@@ -152,6 +152,7 @@ def _add_queries(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="alternative filter group, e.g. --or 'task=detection,tag=team=cv' (OR of groups)",
     )
     p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--archived", action="store_true", help="include archived versions")
     add_json_flag(p)
     p.set_defaults(func=cmd_models)
 
@@ -350,6 +351,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         tags=args.tag or [],
         any_of=[_parse_group(g) for g in args.any_of or []],
         limit=args.limit,
+        include_archived=args.archived,
     )
 
     async def go() -> Any:
