@@ -279,7 +279,7 @@ class ModelDeleted(Event, kw_only=True, tag="model.deleted"):
 
 class LifecycleRefused(Event, kw_only=True, tag="model.lifecycle_refused"):
     """``model.lifecycle_refused.<name>``: an archive or delete that cannot be done as asked;
-    ``reason`` is machine-readable (``unknown_model``, ``alias_in_use``, ``invalid_ref``)."""
+    ``reason`` is machine-readable (``unknown_model``, ``alias_in_use``)."""
 
     name: str
     version: str
