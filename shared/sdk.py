@@ -39,6 +39,7 @@ from shared.chain import Chain, ChainResult, ChainRow
 from shared.clients.benchmark import BenchmarkApi
 from shared.clients.conversion import ConversionApi
 from shared.clients.discovery import DiscoveryApi, ServiceStatus  # noqa: F401 (re-exported: shared.sdk.ServiceStatus)
+from shared.clients.export import ExportApi
 from shared.clients.lifecycle import LifecycleApi, LifecycleRefusedError  # noqa: F401 (re-exported)
 from shared.clients.telemetry import TelemetryApi
 from shared.clients.validation import ValidationApi
@@ -127,7 +128,7 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi, DiscoveryApi, LifecycleApi):
+class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi, DiscoveryApi, LifecycleApi, ExportApi):
     """Async client of a running inferlab. Create with ``await Client.connect()``."""
 
     def __init__(self, bus: Bus) -> None:
