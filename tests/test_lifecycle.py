@@ -100,3 +100,33 @@ async def test_archive_and_delete_a_version(settings: Settings, client: Client, 
         ]
         assert facts.count("model.deleted") == 3 and facts.count("model.archived") == 1
         assert facts.count("model.lifecycle_refused") == 3
+
+
+def test_objects_shared_with_another_version_are_kept() -> None:
+    from services.registry.lifecycle import objects_to_delete, version_records
+    from services.registry.store import Index
+    from shared.contracts.registry import ModelRecord
+
+    def record(version: str, variant: str, sha: str, dataset: str | None = None) -> ModelRecord:
+        return ModelRecord(
+            name="m",
+            version=version,
+            variant=variant,
+            ref=f"m@{version}",
+            sha256=sha * 64,
+            size_bytes=1,
+            artifact_uri=f"nats-obj://artifacts/sha256/{sha}",
+            source_uri="x",
+            dataset_uri=dataset,
+        )
+
+    index = Index()
+    for r in (
+        record("1.0.0", "base", "a", "nats-obj://artifacts/datasets/d"),
+        record("1.0.0", "fp16", "b"),
+        record("2.0.0", "base", "a", "nats-obj://other-bucket/datasets/d"),
+    ):
+        index.records[(r.name, r.version, r.variant)] = r
+    assert [r.variant for r in version_records(index, "m", "1.0.0")] == ["base", "fp16"]
+    deletable, kept = objects_to_delete(index, "m", "1.0.0", "artifacts")
+    assert deletable == ["datasets/d", "sha256/b"] and kept == ["sha256/a"]

@@ -59,13 +59,7 @@ class Lifecycle:
 
     async def archive(self, cmd: ArchiveModel) -> ModelArchived:
         records = version_records(self.store.index, cmd.name, cmd.version)
-        when = utcnow()
-
-        def mark(record: ModelRecord) -> None:
-            record.archived_at = record.archived_at or when
-
-        for record in records:
-            await self.store.modify(record.name, record.version, record.variant, mark)
+        await self._mark_archived(records)
         variants = [r.variant for r in records]
         self.log.info("archived", ref=format_ref(cmd.name, cmd.version), variants=variants)
         return ModelArchived(
@@ -76,14 +70,26 @@ class Lifecycle:
             variants=variants,
         )
 
+    async def _mark_archived(self, records: list[ModelRecord]) -> None:
+        when = utcnow()
+
+        def mark(record: ModelRecord) -> None:
+            record.archived_at = record.archived_at or when
+
+        for record in records:
+            await self.store.modify(record.name, record.version, record.variant, mark)
+
     async def delete(self, cmd: DeleteModel) -> ModelDeleted:
         records = version_records(self.store.index, cmd.name, cmd.version)
         deletable, kept = objects_to_delete(self.store.index, cmd.name, cmd.version, self.artifacts.bucket)
         variants = [r.variant for r in records]
-        # Records first: from here on nothing resolves to the objects about to go.
-        await self.store.delete_version(cmd.name, cmd.version, variants)
+        # Archived first (out of listings and "newest"), objects next, records last: a crash
+        # anywhere leaves the records in place, so the redelivered command finishes the job
+        # (deleting an object already gone is a no-op) instead of orphaning objects.
+        await self._mark_archived(records)
         for name in deletable:
             await self.artifacts.delete(name)
+        await self.store.delete_version(cmd.name, cmd.version, variants)
         self.log.info("deleted", ref=format_ref(cmd.name, cmd.version), objects=len(deletable), kept=len(kept))
         return ModelDeleted(
             event_id=f"del-{cmd.event_id}",

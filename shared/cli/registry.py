@@ -384,7 +384,7 @@ def _model_row(view: ModelView) -> list[Any]:
         ",".join(view.aliases) if r.variant == BASE_VARIANT else "",
         fmt_ms(s.p99_ms if s else None),
         "" if not s or s.accuracy is None else f"{s.accuracy:.4f}",
-        when(r.created_at),
+        when(r.created_at) + (" (archived)" if r.archived_at else ""),
     ]
 
 
