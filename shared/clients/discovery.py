@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Replicas of a service answer within milliseconds of each other on one server; this is how long
 # the gather keeps listening once every expected service has been heard from.
-REPLICA_GRACE_S = 0.05
+REPLICA_GRACE_S = 0.1
 
 
 class ServiceStatus(msgspec.Struct, kw_only=True):
