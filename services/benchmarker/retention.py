@@ -86,8 +86,9 @@ def thin_samples(history: History, keep: int) -> int:
                        row_number() OVER (PARTITION BY run_id ORDER BY seq) - 1 AS i,
                        count(*) OVER (PARTITION BY run_id) AS n
                 FROM latency_samples
+                WHERE run_id IN (SELECT run_id FROM latency_samples GROUP BY run_id HAVING count(*) > ?)
             )
-            WHERE n > ? AND (i * ?) // n = ((i - 1) * ?) // n AND i > 0
+            WHERE (i * ?) // n = ((i - 1) * ?) // n AND i > 0
         ) AS drop_rows
         WHERE latency_samples.run_id = drop_rows.run_id AND latency_samples.seq = drop_rows.seq
         """,
