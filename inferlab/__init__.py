@@ -6,7 +6,7 @@ without reaching into the platform's internals."""
 from shared.chain import ChainResult, ChainRow
 from shared.config import Settings
 from shared.errors import InferlabError, NotFound, Rejected, ServiceUnavailable, UnknownModel, WaitTimeout
-from shared.sdk import Client, StreamEvent
+from shared.sdk import Client, LifecycleRefusedError, StreamEvent
 from shared.telemetry import InvalidLatency, LatencyReporter
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "InferlabError",
     "InvalidLatency",
     "LatencyReporter",
+    "LifecycleRefusedError",
     "NotFound",
     "Rejected",
     "ServiceUnavailable",

@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     converter_parity_samples: int = 256
     # --- benchmarker (block owned by services/benchmarker) ---
     history_path: str = ""
+    history_retention_days: float = 0.0
+    history_samples_per_run: int = 0
+    telemetry_retention_days: float = 30.0
     bench_warmup_s: float = 0.5
     bench_window_s: float = 0.5
     bench_min_duration_s: float = 1.5
@@ -232,6 +235,9 @@ FIELD_DOCS: dict[str, str] = {
     "converter_parity_samples": "Most samples used for a parity check.",
     # benchmarker
     "history_path": "DuckDB history file (default: <home>/history.duckdb).",
+    "history_retention_days": "Benchmark runs, facts and alerts older than this are deleted hourly (0: kept forever).",
+    "history_samples_per_run": "Raw latency samples kept per run, thinned evenly (0: all of them).",
+    "telemetry_retention_days": "Production latency samples and batches older than this are deleted hourly (0: kept).",
     "bench_warmup_s": "Warm-up seconds before measuring.",
     "bench_window_s": "Length of one measurement window in seconds.",
     "bench_min_duration_s": "Least measuring time per configuration.",

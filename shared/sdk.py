@@ -38,6 +38,9 @@ from shared.bus import Bus
 from shared.chain import Chain, ChainResult, ChainRow
 from shared.clients.benchmark import BenchmarkApi
 from shared.clients.conversion import ConversionApi
+from shared.clients.discovery import DiscoveryApi, ServiceStatus  # noqa: F401 (re-exported: shared.sdk.ServiceStatus)
+from shared.clients.export import ExportApi
+from shared.clients.lifecycle import LifecycleApi, LifecycleRefusedError  # noqa: F401 (re-exported)
 from shared.clients.telemetry import TelemetryApi
 from shared.clients.validation import ValidationApi
 from shared.config import Settings
@@ -67,14 +70,6 @@ from shared.contracts.registry import (
     SetTags,
 )
 from shared.errors import ArtifactNotFound, InferlabError, IntegrityError, Rejected
-
-
-class ServiceStatus(msgspec.Struct, kw_only=True):
-    name: str
-    id: str
-    version: str
-    endpoints: list[dict[str, Any]] = []
-    stats: dict[str, Any] | None = None
 
 
 class StreamEvent(msgspec.Struct, kw_only=True):
@@ -133,7 +128,7 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi):
+class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi, DiscoveryApi, LifecycleApi, ExportApi):
     """Async client of a running inferlab. Create with ``await Client.connect()``."""
 
     def __init__(self, bus: Bus) -> None:
@@ -389,49 +384,9 @@ class Client(ConversionApi, BenchmarkApi, ValidationApi, TelemetryApi):
 
     # --- discovery --------------------------------------------------------------------------
 
-    async def status(self, service: str | None = None, timeout: float = 0.75) -> builtins.list[ServiceStatus]:
-        """Every running service instance, found through ``$SRV.INFO`` (micro discovery),
-        with its endpoint statistics from ``$SRV.STATS``."""
-        subject = "$SRV.INFO" + (f".{service}" if service else "")
-        infos = await self._gather(subject, timeout)
-        out = []
-        for info in infos:
-            stats = None
-            with contextlib.suppress(Exception):
-                replies = await self._gather(f"$SRV.STATS.{info['name']}.{info['id']}", timeout)
-                stats = replies[0] if replies else None
-            out.append(
-                ServiceStatus(
-                    name=info.get("name", "?"),
-                    id=info.get("id", "?"),
-                    version=info.get("version", "?"),
-                    endpoints=info.get("endpoints") or [],
-                    stats=stats,
-                )
-            )
-        out.sort(key=lambda s: (s.name, s.id))
-        return out
-
     async def health(self, service: str, timeout: float = 2.0) -> dict[str, Any]:
         from shared.runtime import Health, HealthRequest
 
         health = await self.bus.request(f"{service}.health", HealthRequest(), Health, timeout=timeout)
         builtins_: dict[str, Any] = msgspec.to_builtins(health)
         return builtins_
-
-    async def _gather(self, subject: str, timeout: float) -> builtins.list[dict[str, Any]]:
-        inbox = self.bus.nc.new_inbox()
-        replies: list[dict[str, Any]] = []
-
-        async def collect(msg: Any) -> None:
-            with contextlib.suppress(ValueError):
-                replies.append(json.loads(msg.data))
-
-        sub = await self.bus.nc.subscribe(inbox, cb=collect)
-        try:
-            await self.bus.nc.publish(subject, b"", reply=inbox)
-            await self.bus.nc.flush()
-            await asyncio.sleep(timeout)
-        finally:
-            await sub.unsubscribe()
-        return replies

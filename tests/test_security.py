@@ -186,6 +186,12 @@ FORBIDDEN_FOR_PIPELINE = [
     "model.rejected.victim",
     "model.alias_set.victim",
     "model.tags_set.victim",
+    "model.archived.victim",
+    "model.deleted.victim",
+    "model.lifecycle_refused.victim",
+    # lifecycle commands: only an operator retires or deletes a version (objects go with it)
+    "model.archive",
+    "model.delete",
     "model.converted.victim",
     "model.conversion_failed.victim",
     "model.conversion_skipped.victim",
@@ -784,6 +790,11 @@ async def test_named_datasets_go_through_the_registry_and_the_pipeline_deletes_n
             with pytest.raises(PermissionDenied, match=r"(?i)\$O\.artifacts"):
                 await ArtifactStore(pipeline.bus).delete("datasets/named/shared-set")
             assert loop.time() - started < 3
+            # Nor may it ask the registry to delete or archive a version (only an operator may).
+            for attempt in (pipeline.delete("victim@1.0.0"), pipeline.archive("victim@1.0.0")):
+                with pytest.raises(PermissionDenied, match=r"model\.(delete|archive)"):
+                    await attempt
+            assert loop.time() - started < 6
         finally:
             await pipeline.close()
     info = await ArtifactStore(admin).info("datasets/named/shared-set")

@@ -5,6 +5,7 @@ where an error becomes ``model.benchmark_failed``.
 - ingestion.py: conversions, validations and every alert -> history rows
 - telemetry.py: production latencies -> history -> anomaly monitor -> anomaly alerts
 - queries.py: the read-only endpoints (SQL, history, trend, compare, export)
+- retention.py: retention settings applied hourly; a deleted version's rows purged on request
 - writer.py: the one writer thread over the DuckDB history, readers on their own connections
 """
 
@@ -15,6 +16,7 @@ from services.benchmarker.failures import failure_event
 from services.benchmarker.ingestion import Ingestion
 from services.benchmarker.measuring import Measuring, Request
 from services.benchmarker.queries import Queries
+from services.benchmarker.retention import Retention, policy_from
 from services.benchmarker.rows import AlertRow
 from services.benchmarker.telemetry import Telemetry
 from services.benchmarker.writer import HistoryWriter
@@ -23,7 +25,7 @@ from shared.config import Settings
 from shared.contracts import subjects
 from shared.contracts.benchmark import BenchmarkModel, InferenceTelemetry
 from shared.contracts.conversion import ConversionFailed, ConversionSkipped, ModelConverted
-from shared.contracts.registry import ModelRecord, ModelRegistered
+from shared.contracts.registry import ModelDeleted, ModelRecord, ModelRegistered
 from shared.contracts.validation import ModelValidated, ValidationErrored
 from shared.endpoints import Endpoint
 from shared.errors import InferlabError, ServiceUnavailable
@@ -49,6 +51,7 @@ class BenchmarkerService:
         self.ingestion = Ingestion(self.writer)
         self.telemetry = Telemetry(bus, settings, self.writer)
         self.queries = Queries(bus, settings, self.writer, self.registry, self.scratch)
+        self.retention = Retention(self.writer, policy_from(settings))
         self.workers: list[Worker] = []
 
     async def start(self) -> None:
@@ -57,6 +60,7 @@ class BenchmarkerService:
         db = await self.writer.open(path)
         monitored = await self.telemetry.start()
         self.log.info("history_opened", path=str(path), schema_version=db.schema_version, monitored=monitored)
+        self.retention.start()
         self.workers = [
             self._worker(
                 "MODELS",
@@ -76,6 +80,7 @@ class BenchmarkerService:
                     Route("model.conversion_skipped.*", ConversionSkipped, self.ingestion.on_conversion_skipped),
                     Route("model.validated.*", ModelValidated, self.ingestion.on_validated),
                     Route("model.validation_failed.*", ValidationErrored, self.ingestion.on_validation_errored),
+                    Route("model.deleted.*", ModelDeleted, self.retention.on_deleted),
                 ],
                 concurrency=4,
             ),
@@ -98,6 +103,7 @@ class BenchmarkerService:
         return Worker(self.bus, service=SERVICE, stream=stream, durable=durable, routes=routes, concurrency=concurrency)
 
     async def stop(self) -> None:
+        await self.retention.stop()
         await self.telemetry.stop()
         await self.writer.close()
 

@@ -31,3 +31,21 @@ class VerificationError(Rejection):
 
     def __init__(self, reason: RejectionReason, message: str) -> None:
         super().__init__(reason, message)
+
+
+class LifecycleRefusal(InferlabError):
+    """A ``model.archive`` / ``model.delete`` that can never succeed as sent; it becomes
+    ``model.lifecycle_refused`` (failures.py)."""
+
+    code = "lifecycle_refused"
+
+
+class UnknownVersion(LifecycleRefusal):
+    code = "unknown_model"
+
+
+class AliasInUse(LifecycleRefusal):
+    """An alias points at the version: archiving or deleting it would leave ``name@alias``
+    serving nothing (or an archived model) without anyone having decided so."""
+
+    code = "alias_in_use"

@@ -8,7 +8,14 @@ import json
 from services.registry.commands import MAX_ID_CHARS, MAX_URI_CHARS, clip, public_uri
 from services.registry.errors import Rejection
 from shared.contracts.base import new_id
-from shared.contracts.registry import ModelRejected, RegisterModel, RejectionReason
+from shared.contracts.registry import (
+    ArchiveModel,
+    DeleteModel,
+    LifecycleRefused,
+    ModelRejected,
+    RegisterModel,
+    RejectionReason,
+)
 from shared.errors import (
     ArtifactNotFound,
     ArtifactTooLarge,
@@ -114,3 +121,16 @@ def _artifact_reason(exc: InferlabError) -> RejectionReason:
     if exc.code == "invalid_uri":
         return RejectionReason.INVALID_URI
     return RejectionReason.FETCH_FAILED
+
+
+def lifecycle_refused_event(cmd: ArchiveModel | DeleteModel, exc: InferlabError) -> LifecycleRefused:
+    """``model.lifecycle_refused`` for an archive or delete that cannot be done as asked."""
+    return LifecycleRefused(
+        event_id=f"ref-{clip(cmd.event_id, MAX_ID_CHARS)}",
+        correlation_id=clip(cmd.correlation_id or cmd.event_id, MAX_ID_CHARS),
+        name=clip(cmd.name),
+        version=clip(cmd.version),
+        action="delete" if isinstance(cmd, DeleteModel) else "archive",
+        reason=exc.code,
+        message=clip(exc.message, MESSAGE_CHARS),
+    )

@@ -65,6 +65,8 @@ def _sort_key(record: ModelRecord) -> tuple[object, ...]:
 def list_models(index: Index, f: ListModels) -> tuple[list[ModelView], int]:
     found = []
     for key, record in index.records.items():
+        if record.archived_at is not None and not f.include_archived:
+            continue
         aliases = index.aliases_of(record.name, record.version)
         if matches(record, aliases, f):
             found.append(key)
@@ -129,6 +131,8 @@ def _normalise(values: list[float | None], *, higher_is_better: bool) -> list[fl
 def find_models(index: Index, req: FindModels) -> list[RankedModel]:
     candidates: list[tuple[Key, list[str]]] = []
     for key, record in index.records.items():
+        if record.archived_at is not None:
+            continue
         if req.name is not None and record.name != req.name:
             continue
         if req.task is not None and record.task != req.task:

@@ -1,7 +1,8 @@
 """Registry wiring: the ``model.register`` consumer, the signals consumer, and the micro
 endpoints (endpoints.py). Domain logic lives in commands.py (what a command may carry),
 verify.py (artifacts), records.py (the record and its event), store.py (KV) and query.py
-(list/find); errors become ``model.rejected`` in failures.py.
+(list/find), lifecycle.py (archive, delete); errors become ``model.rejected`` or
+``model.lifecycle_refused`` in failures.py.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlparse
 
 from services.registry.commands import check_command, public_uri
 from services.registry.endpoints import RegistryEndpoints
-from services.registry.errors import Rejection, VerificationError
-from services.registry.failures import as_rejection, failure_event, malformed_rejection
+from services.registry.errors import LifecycleRefusal, Rejection, VerificationError
+from services.registry.failures import as_rejection, failure_event, lifecycle_refused_event, malformed_rejection
+from services.registry.lifecycle import Lifecycle
 from services.registry.records import (
     Stored,
     benchmark_signals,
@@ -37,6 +41,11 @@ from shared.contracts.identity import ModelRef
 from shared.contracts.registry import (
     FORMAT_TENSORRT,
     INPUTS_NEED_SPEC,
+    ArchiveModel,
+    DeleteModel,
+    LifecycleRefused,
+    ModelArchived,
+    ModelDeleted,
     ModelRecord,
     ModelRegistered,
     ModelRejected,
@@ -82,6 +91,7 @@ class RegistryService:
             preload=["services.registry.verify", "shared.inputs"],
             max_tasks=settings.sandbox_max_tasks,
         )
+        self.lifecycle = Lifecycle(self.store, self.artifacts)
         self.requests = RegistryEndpoints(bus, settings, self.store, self.artifacts, self.policy, self.scratch)
 
     async def start(self) -> None:
@@ -96,7 +106,11 @@ class RegistryService:
                 service=SERVICE,
                 stream="MODELS",
                 durable="registry",
-                routes=[Route(subjects.REGISTER, RegisterModel, self.on_register, self.on_malformed)],
+                routes=[
+                    Route(subjects.REGISTER, RegisterModel, self.on_register, self.on_malformed),
+                    Route(subjects.ARCHIVE, ArchiveModel, self.on_archive),
+                    Route(subjects.DELETE, DeleteModel, self.on_delete),
+                ],
                 concurrency=self.settings.registry_concurrency,
             ),
             Worker(
@@ -353,6 +367,24 @@ class RegistryService:
             )
             self.log.info("needs_input_spec", ref=f"{cmd.name}@{cmd.version}", message=resolution.message)
         return resolution
+
+    # --- model.archive, model.delete --------------------------------------------------------
+
+    async def on_archive(self, delivery: Delivery[ArchiveModel]) -> None:
+        await self._lifecycle(delivery.message, self.lifecycle.archive)
+
+    async def on_delete(self, delivery: Delivery[DeleteModel]) -> None:
+        await self._lifecycle(delivery.message, self.lifecycle.delete)
+
+    async def _lifecycle(self, cmd: Any, act: Callable[[Any], Awaitable[ModelArchived | ModelDeleted]]) -> None:
+        """Failure edge: a refusal is final (``model.lifecycle_refused``); other errors nak."""
+        try:
+            outcome: ModelArchived | ModelDeleted | LifecycleRefused = await act(cmd)
+            subject = (subjects.archived if isinstance(outcome, ModelArchived) else subjects.deleted)(cmd.name)
+        except LifecycleRefusal as refusal:
+            outcome, subject = lifecycle_refused_event(cmd, refusal), subjects.lifecycle_refused(cmd.name)
+        await self.bus.publish(subject, outcome)
+        await self.bus.reply(cmd, outcome)
 
     # --- signals from other services ------------------------------------------------------
 

@@ -93,8 +93,15 @@ class Index:
             else:
                 self.signals[parts] = _signals_decoder.decode(value)
 
-    def versions(self, name: str) -> list[str]:
-        return sorted({v for (n, v, _) in self.records if n == name}, key=version_key)
+    def versions(self, name: str, *, archived: bool = False) -> list[str]:
+        """Versions of ``name``, oldest first; archived ones only when asked for."""
+        return sorted(
+            {v for (n, v, _), r in self.records.items() if n == name and (archived or r.archived_at is None)},
+            key=version_key,
+        )
+
+    def variants_of(self, name: str, version: str) -> list[ModelRecord]:
+        return [r for (n, v, _), r in sorted(self.records.items()) if n == name and v == version]
 
     def aliases_of(self, name: str, version: str) -> list[str]:
         return sorted(a for a, v in self.aliases.get(name, {}).items() if v == version)
@@ -200,6 +207,15 @@ class RegistryStore:
                 return record
             await asyncio.sleep(0.01)
         raise RuntimeError(f"could not update {format_ref(name, version, variant)}: too much contention")
+
+    async def delete_version(self, name: str, version: str, variants: list[str]) -> None:
+        """Remove the records and signals of ``variants`` of one version (aliases are checked
+        by the caller: none may point here)."""
+        assert self.kv is not None
+        for variant in variants:
+            for key in (record_key(name, version, variant), signals_key(name, version, variant)):
+                with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                    await self.kv.delete(key)
 
     # --- references -----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ T = TypeVar("T")
 COMMAND_MODULES = (
     "shared.cli.system",
     "shared.cli.registry",
+    "shared.cli.lifecycle",
     "shared.cli.streams",
     "shared.cli.convert",
     "shared.cli.bench",

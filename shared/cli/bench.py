@@ -11,6 +11,7 @@ inferlab export --parquet ./history        (also: inferlab history export --parq
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 from rich.markup import escape
@@ -22,6 +23,7 @@ from shared.cli.output import (
     console,
     emit_json,
     fmt_ms,
+    heartbeat,
     human_bytes,
     step_progress,
     table,
@@ -157,12 +159,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         async with await Client.connect(settings_from(args)) as client:
             if not args.wait:
                 return await client.benchmark(args.ref, config, wait=False)
-            with step_progress(f"benchmarking {args.ref}", None, enabled=not args.json) as update:
+            with step_progress(f"benchmarking {args.ref}", None, enabled=not args.json, plain=True) as update:
 
                 def progress(p: BenchmarkProgress) -> None:
                     update(description=f"benchmarking {p.ref}: {p.done}/{p.total} configurations", advance=0)
 
-                return await client.benchmark(args.ref, config, timeout=args.timeout, on_progress=progress)
+                beat = asyncio.create_task(heartbeat(update))
+                try:
+                    return await client.benchmark(args.ref, config, timeout=args.timeout, on_progress=progress)
+                finally:
+                    beat.cancel()
 
     try:
         result = run(go)

@@ -132,7 +132,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     async def go() -> list[ConversionOutcome] | str:
         async with await Client.connect(settings_from(args)) as client:
-            with step_progress(f"converting {args.ref}", expected or None, enabled=not args.json) as update:
+            with step_progress(
+                f"converting {args.ref}", expected or None, enabled=not args.json, plain=args.wait
+            ) as update:
 
                 def on_progress(message: ConversionMessage) -> None:
                     if isinstance(message, ConversionPlan):

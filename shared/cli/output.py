@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -128,9 +130,16 @@ def transfer_progress(description: str, total: int | None, *, enabled: bool = Tr
 
 
 @contextmanager
-def step_progress(description: str, total: int | None = None, *, enabled: bool = True) -> Iterator[Any]:
+def step_progress(
+    description: str, total: int | None = None, *, enabled: bool = True, plain: bool = False
+) -> Iterator[Any]:
     """A step progress bar (or spinner when ``total`` is None) on stderr; yields
-    ``update(description=None, advance=0)``."""
+    ``update(description=None, advance=0)``. Without a terminal and with ``plain``, each new
+    description is one plain line on stderr instead, so a pipe or a CI log still shows that
+    something is happening."""
+    if not err_console.is_terminal and plain:
+        yield _plain_lines(description)
+        return
     if not enabled or not err_console.is_terminal:
         yield lambda description=None, advance=0: None
         return
@@ -148,3 +157,32 @@ def step_progress(description: str, total: int | None = None, *, enabled: bool =
             progress.update(task, description=description or progress.tasks[0].description, advance=advance)
 
         yield update
+
+
+# A plain-line progress repeats its last line after this long without news (a bare
+# ``update()`` call is a heartbeat), so a long single step does not look hung in a log.
+HEARTBEAT_S = 10.0
+
+
+def _plain_lines(first: str) -> Any:
+    started = last_at = time.monotonic()
+    last = first
+    err_console.print(f"{first} …", highlight=False, soft_wrap=True)
+
+    def update(description: str | None = None, advance: int = 0) -> None:
+        nonlocal last, last_at
+        now = time.monotonic()
+        changed = bool(description) and description != last
+        if not changed and now - last_at < HEARTBEAT_S:
+            return
+        last, last_at = description or last, now
+        err_console.print(f"{last} ({now - started:.0f} s)", highlight=False, soft_wrap=True)
+
+    return update
+
+
+async def heartbeat(update: Any, every: float = HEARTBEAT_S / 2) -> None:
+    """Call ``update()`` every ``every`` seconds until cancelled (see ``HEARTBEAT_S``)."""
+    while True:
+        await asyncio.sleep(every)
+        update()

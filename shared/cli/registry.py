@@ -152,6 +152,7 @@ def _add_queries(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="alternative filter group, e.g. --or 'task=detection,tag=team=cv' (OR of groups)",
     )
     p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--archived", action="store_true", help="include archived versions")
     add_json_flag(p)
     p.set_defaults(func=cmd_models)
 
@@ -350,6 +351,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         tags=args.tag or [],
         any_of=[_parse_group(g) for g in args.any_of or []],
         limit=args.limit,
+        include_archived=args.archived,
     )
 
     async def go() -> Any:
@@ -382,7 +384,7 @@ def _model_row(view: ModelView) -> list[Any]:
         ",".join(view.aliases) if r.variant == BASE_VARIANT else "",
         fmt_ms(s.p99_ms if s else None),
         "" if not s or s.accuracy is None else f"{s.accuracy:.4f}",
-        when(r.created_at),
+        when(r.created_at) + (" (archived)" if r.archived_at else ""),
     ]
 
 

@@ -55,7 +55,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("status", help="running services, discovered through $SRV.INFO / $SRV.STATS")
     p.add_argument("--service", help="only this service; exit 1 when no instance answers (healthchecks)")
-    p.add_argument("--timeout", type=float, default=0.75, help="seconds to wait for answers")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0.75,
+        help="most seconds to wait for answers (it returns once every service answered)",
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_status)
 
@@ -226,7 +231,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with await Client.connect(settings_from(args)) as client:
-            return await client.status(args.service, timeout=args.timeout)
+            expect = [args.service] if args.service else available_services()
+            return await client.status(args.service, timeout=args.timeout, expect=expect)
 
     found = run(go)
     if args.json:

@@ -93,7 +93,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     async def go() -> ModelValidated | str:
         async with await Client.connect(settings_from(args)) as client:
-            with step_progress(f"validating {args.ref}", enabled=not args.json and args.wait) as update:
+            with step_progress(
+                f"validating {args.ref}", enabled=not args.json and args.wait, plain=args.wait
+            ) as update:
 
                 def on_progress(p: ValidationProgress) -> None:
                     update(description=f"validating {p.ref}: {p.stage} ({p.step}/{p.steps})")

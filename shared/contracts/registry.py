@@ -169,6 +169,9 @@ class ModelRecord(msgspec.Struct, kw_only=True):
     # JetStream's duplicate window swallows the second copy.
     registered_event_id: str = ""
     announced: bool = False
+    # Set by ``model.archive``: kept (artifacts, history, exact refs resolve) but out of
+    # listings, ``find`` and "newest version" resolution.
+    archived_at: datetime | None = None
 
 
 class ModelSignals(msgspec.Struct, kw_only=True):
@@ -234,6 +237,57 @@ class TagsSet(Event, kw_only=True, tag="model.tags_set"):
     removed: list[str] = []
 
 
+class ArchiveModel(Command, kw_only=True, tag="model.archive"):
+    """``model.archive``: retire a version (base and variants) without destroying anything.
+    Refused while an alias points at it. Not grantable to pipelines (docs/reliability.md)."""
+
+    name: str
+    version: str
+
+
+class DeleteModel(Command, kw_only=True, tag="model.delete"):
+    """``model.delete``: remove a version's records (base and variants) and the stored objects
+    (model, dataset, sample) no other record uses. The benchmark history is kept unless
+    ``purge_history``. Refused while an alias points at it. Only the registry deletes objects,
+    and pipelines may not send this command (docs/reliability.md)."""
+
+    name: str
+    version: str
+    purge_history: bool = False
+
+
+class ModelArchived(Event, kw_only=True, tag="model.archived"):
+    """``model.archived.<name>``: a version and its variants were archived."""
+
+    name: str
+    version: str
+    variants: list[str]
+
+
+class ModelDeleted(Event, kw_only=True, tag="model.deleted"):
+    """``model.deleted.<name>``: a version's records are gone; ``objects_deleted`` lists the
+    stored objects removed, ``objects_kept`` those another record still uses. With
+    ``purge_history`` the benchmarker deletes the version's history rows on this fact."""
+
+    name: str
+    version: str
+    variants: list[str]
+    objects_deleted: list[str] = []
+    objects_kept: list[str] = []
+    purge_history: bool = False
+
+
+class LifecycleRefused(Event, kw_only=True, tag="model.lifecycle_refused"):
+    """``model.lifecycle_refused.<name>``: an archive or delete that cannot be done as asked;
+    ``reason`` is machine-readable (``unknown_model``, ``alias_in_use``)."""
+
+    name: str
+    version: str
+    action: str
+    reason: str
+    message: str
+
+
 # --- request/reply bodies of the registry micro endpoints (core NATS, not streamed) ---
 
 
@@ -263,6 +317,8 @@ class ListModels(msgspec.Struct, kw_only=True):
     tags: list[str] = []
     any_of: list[ListModels] = []
     limit: int = 1000
+    # Archived versions are listed only when asked for.
+    include_archived: bool = False
 
 
 class ModelList(msgspec.Struct, kw_only=True):

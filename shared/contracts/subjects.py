@@ -10,6 +10,9 @@ REGISTER = "model.register"
 CONVERT = "model.convert"
 BENCHMARK = "model.benchmark"
 VALIDATE = "model.validate"
+# Lifecycle commands (operators only: the pipeline user may not publish them).
+ARCHIVE = "model.archive"
+DELETE = "model.delete"
 
 # Stream subject spaces.
 MODELS_SPACE = "model.>"
@@ -101,3 +104,15 @@ def deadletter(service: str) -> str:
 
 def deadletter_alert(service: str) -> str:
     return f"alerts.pipeline.deadletter.{service}"
+
+
+def archived(name: str) -> str:
+    return f"model.archived.{name_token(name)}"
+
+
+def deleted(name: str) -> str:
+    return f"model.deleted.{name_token(name)}"
+
+
+def lifecycle_refused(name: str) -> str:
+    return f"model.lifecycle_refused.{name_token(name)}"
