@@ -22,6 +22,22 @@ def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a line is written, not as it was when logging was
+    configured: a CLI run inside another program (a test's captured stream, a notebook) replaces
+    ``sys.stderr`` for a while and closes what it replaced it with, and every later log line
+    would then fail with "I/O operation on closed file"."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(service: str, level: str = "info", fmt: str = "json") -> structlog.stdlib.BoundLogger:
     level_no = logging.getLevelName(level.upper())
     if not isinstance(level_no, int):
@@ -41,12 +57,12 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> structlog
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Libraries (nats, onnxruntime.quantization) log through stdlib logging: route them to
     # the same stream at warning level so they do not drown the service's own lines.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=_CurrentStderr(), format="%(levelname)s %(name)s %(message)s")
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
     logger: structlog.stdlib.BoundLogger = structlog.get_logger()
