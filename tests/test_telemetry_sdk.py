@@ -15,6 +15,7 @@ import pytest
 from services.benchmarker.service import BenchmarkerService
 from services.benchmarker.telemetry import telemetry_batch
 from services.registry.service import RegistryService
+from shared.bus import Bus
 from shared.cli import main
 from shared.cli.serving import read_samples
 from shared.config import Settings
@@ -168,3 +169,37 @@ async def test_a_slowdown_reported_through_the_sdk_raises_one_anomaly_incident(
             await asyncio.sleep(0.2)
         assert [a.state for a in alerts] == ["opened", "resolved"]
         assert alerts[0].ref == "slow@1.0.0" and alerts[0].host == "web-1" and alerts[0].window_median_ms > 14
+
+
+async def test_raw_telemetry_for_a_model_nobody_registered_is_dead_lettered_with_its_reason(
+    settings: Settings, client: Client, bus: Bus, tmp_path: Path
+) -> None:
+    """Telemetry published without the SDK (any NATS client) is checked by the benchmarker
+    itself: a typo'd name is refused with ``unknown_model``, never stored silently."""
+    async with running(settings, RegistryService), running(settings, BenchmarkerService):
+        await client.register(mlp(tmp_path / "m.onnx"), name="known", version="1.0.0")
+        now = time.time()
+        for name in ("knwon", "known"):
+            batch = InferenceTelemetry(name=name, version="1.0.0", host="h", timestamps=[now], latencies_ms=[3.0])
+            await bus.publish(f"telemetry.inference.{name}", batch)
+        assert await _production_count(client, "known", 1) == 1
+        letters: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not letters and loop.time() < deadline:
+            letters = [e.message async for e in client.events("deadletter.>", replay=True, stored_only=True)]
+            await asyncio.sleep(0.2)
+        (letter,) = letters
+        assert letter.details["reason"] == "unknown_model" and "knwon@1.0.0" in letter.error
+        assert await _production_count(client, "knwon", 0, timeout=0) == 0
+
+
+async def test_telemetry_is_stored_unchecked_while_the_registry_is_down(
+    settings: Settings, client: Client, bus: Bus
+) -> None:
+    """Production monitoring does not stop because the registry restarts: the batch is stored
+    (the check is skipped for a while, and a warning logged)."""
+    async with running(settings, BenchmarkerService):
+        batch = InferenceTelemetry(name="solo", version="1.0.0", host="h", timestamps=[time.time()], latencies_ms=[3.0])
+        await bus.publish("telemetry.inference.solo", batch)
+        assert await _production_count(client, "solo", 1) == 1

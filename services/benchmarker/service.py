@@ -18,6 +18,7 @@ from services.benchmarker.measuring import Measuring, Request
 from services.benchmarker.queries import Queries
 from services.benchmarker.retention import Retention, policy_from
 from services.benchmarker.rows import AlertRow
+from services.benchmarker.sources import RegisteredSources
 from services.benchmarker.telemetry import Telemetry
 from services.benchmarker.writer import HistoryWriter
 from shared.bus import Bus
@@ -49,7 +50,7 @@ class BenchmarkerService:
         self.writer = HistoryWriter()
         self.measuring = Measuring(bus, settings, self.writer, self.registry)
         self.ingestion = Ingestion(self.writer)
-        self.telemetry = Telemetry(bus, settings, self.writer)
+        self.telemetry = Telemetry(bus, settings, self.writer, RegisteredSources(self.registry))
         self.queries = Queries(bus, settings, self.writer, self.registry, self.scratch)
         self.retention = Retention(self.writer, policy_from(settings))
         self.workers: list[Worker] = []

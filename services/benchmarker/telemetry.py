@@ -19,6 +19,7 @@ from services.benchmarker.errors import InvalidTelemetry
 from services.benchmarker.history import ProductionBatch
 from services.benchmarker.monitor import OPENED, Decision, Key, Monitor, MonitorConfig
 from services.benchmarker.rows import own_alert_entry
+from services.benchmarker.sources import RegisteredSources
 from services.benchmarker.writer import HistoryWriter
 from shared.bus import Bus
 from shared.config import Settings
@@ -41,8 +42,9 @@ MAX_TIMESTAMP_S = 32503680000
 
 
 class Telemetry:
-    def __init__(self, bus: Bus, settings: Settings, writer: HistoryWriter) -> None:
+    def __init__(self, bus: Bus, settings: Settings, writer: HistoryWriter, sources: RegisteredSources) -> None:
         self.bus = bus
+        self.sources = sources
         self.writer = writer
         self.log = get_logger()
         self.monitor = Monitor(
@@ -82,6 +84,7 @@ class Telemetry:
         except InvalidTelemetry as exc:
             # No retry can fix it: the worker dead-letters it at once, with our reason.
             raise PoisonMessage(exc.message, reason=exc.code) from exc
+        await self.sources.require(delivery.message)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((batch, future))
         self._pending_samples += int(batch.latencies_ms.size)
