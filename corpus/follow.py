@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from corpus.speed import SpeedCheck
 from shared.contracts.benchmark import BenchmarkFailed, ModelBenchmarked
 from shared.contracts.conversion import ConversionFailed, ConversionReport, ConversionSkipped, ModelConverted
 from shared.contracts.identity import BASE_VARIANT
@@ -43,6 +44,9 @@ class Variant:
     failed_criteria: list[str] = field(default_factory=list)
     validation_error: str = ""
     accuracy: float | None = None
+    # measured against the base back to back once the chain has settled (corpus/speed.py)
+    speed: list[SpeedCheck] = field(default_factory=list)
+    speed_error: str = ""
 
 
 @dataclass

@@ -6,7 +6,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from corpus.follow import CONVERTED, INPUTS, NOT_APPLICABLE, PARITY_LOSS, TOOL, Outcome, Variant
+from corpus import speed
+from corpus.follow import CONVERTED, INPUTS, NOT_APPLICABLE, PARITY_LOSS, TOOL, Conversion, Outcome, Variant
 from corpus.model import CorpusModel
 
 
@@ -20,25 +21,39 @@ class Totals:
     base_ready: int
     conversions: Counter[str]
     float_models: int
-    improved: int  # float models with a faster or smaller variant
+    smaller: int  # float models with a variant at most 0.9x the base's size
+    faster: int  # float models with a variant measured significantly faster (corpus/speed.py)
+    improved: int  # float models with a faster or smaller variant: the union
 
     @property
     def improved_share(self) -> float:
         return self.improved / self.float_models if self.float_models else 0.0
 
 
+SMALLER = 0.9  # a variant at most this fraction of the base's size is smaller
+
+
+def _converted(outcome: Outcome) -> list[tuple[str, Conversion]]:
+    return [(p, c) for p, c in outcome.conversions.items() if c.status == CONVERTED]
+
+
+def smaller(outcome: Outcome) -> bool:
+    """A converted variant at most 0.9x the base's size."""
+    return any(
+        c.size_after and c.size_before and c.size_after <= SMALLER * c.size_before for _, c in _converted(outcome)
+    )
+
+
+def faster(outcome: Outcome) -> bool:
+    """A converted variant that the benchmarker's comparison, measured back to back, finds
+    significantly faster than the base by more than its practical threshold, against both
+    base runs that bracket it. A lower p50 alone is not enough: on a shared machine it is load."""
+    return any((v := outcome.variants.get(p)) is not None and speed.faster(v.speed) for p, _ in _converted(outcome))
+
+
 def improved(outcome: Outcome) -> bool:
-    """A converted variant that is faster (p50) than the base or at least 10% smaller."""
-    base = outcome.variants.get("base")
-    for profile, conv in outcome.conversions.items():
-        if conv.status != CONVERTED:
-            continue
-        if conv.size_after and conv.size_before and conv.size_after <= 0.9 * conv.size_before:
-            return True
-        variant = outcome.variants.get(profile)
-        if base and variant and base.p50_ms and variant.p50_ms and variant.p50_ms < base.p50_ms:
-            return True
-    return False
+    """Smaller or faster: the issue's figure."""
+    return smaller(outcome) or faster(outcome)
 
 
 def totals(
@@ -59,6 +74,8 @@ def totals(
         base_ready=sum(1 for b in bases if b and b.ready),
         conversions=counts,
         float_models=len(floaty),
+        smaller=sum(1 for n in floaty if smaller(outcomes[n])),
+        faster=sum(1 for n in floaty if faster(outcomes[n])),
         improved=sum(1 for n in floaty if improved(outcomes[n])),
     )
 
@@ -97,9 +114,28 @@ def _profile_cell(o: Outcome, profile: str) -> str:
             size = f"; {conv.size_after / conv.size_before:.2f}x size"
         variant = o.variants.get(profile)
         p50 = f"; p50 {variant.p50_ms:.3f} ms" if variant and variant.p50_ms else ""
-        return f"converted ({conv.parity}{size}{p50})"
+        return f"converted ({conv.parity}{size}{p50}{_speed(variant)})"
     detail = f" ({conv.parity})" if conv.parity else ""
     return f"{conv.status}{detail}: {_short(conv.message)}"
+
+
+def _speed(v: Variant | None) -> str:
+    """The back-to-back comparison with the base: the variant's median over the base's, once
+    per bracketing base run, and what the benchmarker concluded."""
+    if v is None:
+        return ""
+    if v.speed_error:
+        return f"; speed not compared: {_short(v.speed_error, 120)}"
+    if not v.speed:
+        return ""
+    ratios = "/".join(f"{c.ratio:.2f}x" for c in v.speed)
+    if speed.faster(v.speed):
+        verdict = "faster"
+    elif all(c.slower for c in v.speed):
+        verdict = "slower"
+    else:
+        verdict = "no significant difference"
+    return f"; vs base {ratios}: {verdict}"
 
 
 def render(
@@ -126,7 +162,8 @@ def render(
         f"converted {c[CONVERTED]}, not applicable {c[NOT_APPLICABLE]}, parity loss {c[PARITY_LOSS]}, "
         f"input synthesis {c[INPUTS]}, tool failures {c[TOOL]}",
         f"- models with float compute that got a faster or smaller variant: {t.improved}/{t.float_models} "
-        f"({t.improved_share:.0%})",
+        f"({t.improved_share:.0%}); smaller (<= {SMALLER}x size): {t.smaller}; "
+        f"measured faster (back to back, p < {speed.ALPHA}, medians >= {speed.MIN_EFFECT:.0%} apart): {t.faster}",
         "",
     ]
     if skipped:

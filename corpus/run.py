@@ -13,13 +13,17 @@ from types import ModuleType
 import onnx
 
 from corpus.build import Built, build
-from corpus.follow import Follower
+from corpus.follow import CONVERTED, Follower, Outcome
 from corpus.report import render
+from corpus.speed import measure_all
 from shared.embedded import free_port
 
 VERSION = "1.0.0"
 PROFILES = ("ort-opt", "fp16", "int8-dynamic")
 SERVICES = {"registry", "converter", "benchmarker", "validator"}
+# The second start, for the back-to-back speed measurements: no converter or validator loading
+# the machine (a benchmark would trigger a validation).
+SPEED_SERVICES = {"registry", "benchmarker"}
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
@@ -50,12 +54,12 @@ async def _connect(client_type, settings, timeout: float):  # type: ignore[no-un
             await asyncio.sleep(0.5)
 
 
-async def _wait_services(client, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def _wait_services(client, timeout: float, services: set[str] = SERVICES) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         with contextlib.suppress(Exception):
-            if {s.name for s in await client.status()} >= SERVICES:
+            if {s.name for s in await client.status()} >= services:
                 return
         await asyncio.sleep(0.5)
     raise TimeoutError(f"the platform's services did not all answer within {timeout:.0f}s")
@@ -78,7 +82,8 @@ async def run(
         built.models = [m for m in built.models if m.name in only]
     say(f"built {len(built.models)} models; skipped sources: {sorted(built.skipped) or 'none'}")
     floats = {m.name: has_float_compute(m.path) for m in built.models}
-    platform = Platform(workdir / "home", free_port())
+    port = free_port()
+    platform = Platform(workdir / "home", port)
     platform.env["INFERLAB_CONVERTER_PROFILES"] = ",".join(PROFILES)
     platform.env.update(settings or {})
     follower = Follower([m.name for m in built.models], VERSION, list(PROFILES))
@@ -124,7 +129,64 @@ async def run(
             await client.close()
     finally:
         await platform.stop()
+    plan = speed_plan(follower.models, floats)
+    if plan:
+        await measure_speed(
+            Platform(workdir / "home", port, "--services", ",".join(sorted(SPEED_SERVICES))),
+            plan,
+            follower,
+            settings,
+            workdir,
+            say,
+        )
     return built, follower, floats
+
+
+def speed_plan(outcomes: dict[str, Outcome], floats: dict[str, bool]) -> dict[str, list[str]]:
+    """Per model with float compute and a measured base: its converted variants that the chain
+    benchmarked."""
+    plan = {}
+    for name, o in outcomes.items():
+        base = o.variants.get("base")
+        if not floats.get(name) or base is None or not base.benchmarked or base.benchmark_error:
+            continue
+        variants = [
+            p
+            for p, conv in o.conversions.items()
+            if conv.status == CONVERTED and p in o.variants and not o.variants[p].benchmark_error
+        ]
+        if variants:
+            plan[name] = variants
+    return plan
+
+
+async def measure_speed(  # type: ignore[no-untyped-def]
+    platform, plan: dict[str, list[str]], follower: Follower, settings: dict[str, str] | None, workdir: Path, say
+) -> None:
+    """Each variant against its base, back to back, on the same home with only the registry
+    and the benchmarker running (corpus/speed.py)."""
+    from shared.sdk import Client
+
+    platform.env.update(settings or {})
+    started = time.monotonic()
+    await platform.start(workdir)
+    try:
+        client = await _connect(Client, platform.settings, 60)
+        try:
+            await _wait_services(client, 120, SPEED_SERVICES)
+            results = await measure_all(client, follower.version, plan, say)
+        finally:
+            await client.close()
+    finally:
+        await platform.stop()
+    for name, per_variant in results.items():
+        for variant, checks in per_variant.items():
+            state = follower.models[name].variant(variant)
+            if isinstance(checks, list):
+                state.speed = checks
+            else:
+                state.speed_error = checks
+    say(f"speed measured in {time.monotonic() - started:.0f}s for {len(plan)} models")
 
 
 def write_report(built: Built, follower: Follower, floats: dict[str, bool], target: Path, header: str) -> str:
