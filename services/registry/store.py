@@ -30,6 +30,9 @@ from shared.contracts.registry import ModelRecord, ModelSignals
 from shared.errors import UnknownAlias, UnknownModel
 from shared.log import get_logger
 
+# How often the index's watch is checked for a stall (two checks without progress restart it).
+INDEX_CHECK_S = 5.0
+
 Key = tuple[str, str, str]  # (name, version, variant)
 
 _record_decoder = msgspec.json.Decoder(ModelRecord)
@@ -114,6 +117,8 @@ class RegistryStore:
         self.kv: KeyValue | None = None
         self.index = Index()
         self._watch_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._applied_seq = 0  # the newest bucket message the index has applied
         self._ready = asyncio.Event()
         self.log = get_logger(component="store")
 
@@ -136,33 +141,73 @@ class RegistryStore:
         if watch:
             self._watch_task = asyncio.create_task(self._watch())
             await asyncio.wait_for(self._ready.wait(), timeout=30)
+            self._watchdog_task = asyncio.create_task(self._watch_stalls())
         return self
 
     async def close(self) -> None:
-        if self._watch_task:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
+        for task in (self._watchdog_task, self._watch_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _watch(self) -> None:
+        """Keep the index current: every (re)start replays the bucket into a fresh index that
+        replaces the old one once complete (so a delete missed while disconnected leaves no
+        ghost), then applies updates as they come."""
         assert self.kv is not None
         while True:
+            fresh = Index()
             try:
                 watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # end of the initial values
-                        self._ready.set()
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE")
-                    try:
-                        self.index.apply(entry.key, None if deleted else entry.value)
-                    except msgspec.MsgspecError as exc:
-                        self.log.warning("index_skip", key=entry.key, error=str(exc))
+                try:
+                    async for entry in watcher:
+                        if entry is None:  # end of the initial values
+                            self.index = fresh
+                            self._ready.set()
+                            continue
+                        self._apply(fresh, entry)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # server restart: watch again
                 self.log.warning("index_watch_restart", error=str(exc))
                 await asyncio.sleep(1.0)
+
+    def _apply(self, index: Index, entry: KeyValue.Entry) -> None:
+        deleted = entry.operation in ("DEL", "PURGE")
+        try:
+            index.apply(entry.key, None if deleted else entry.value)
+        except msgspec.MsgspecError as exc:
+            self.log.warning("index_skip", key=entry.key, error=str(exc))
+        self._applied_seq = max(self._applied_seq, entry.revision or 0)
+
+    async def _watch_stalls(self) -> None:
+        """Start the watch again when it stopped receiving while the bucket moved on. Its
+        ordered consumer lives on one server; when that server dies, nats-py re-creates it once
+        per missed-heartbeat check, and a stream leader election can outlast those tries: the
+        index, and with it every listing, would stay stale without a word."""
+        stream = f"KV_{self.bucket}"
+        previous = -1
+        stalled = 0
+        while True:
+            await asyncio.sleep(INDEX_CHECK_S)
+            try:
+                info = await self.bus.js.stream_info(stream)
+            except Exception:  # NATS failing over: ask again next time
+                continue
+            behind = (info.state.last_seq or 0) > self._applied_seq
+            stalled = stalled + 1 if behind and self._applied_seq == previous else 0
+            previous = self._applied_seq
+            if stalled >= 2 and self._watch_task is not None:
+                self.log.warning("index_watch_stalled", applied_seq=self._applied_seq, last_seq=info.state.last_seq)
+                self._watch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._watch_task
+                self._watch_task = asyncio.create_task(self._watch())
+                stalled = 0
 
     # --- records ------------------------------------------------------------------------
 
